@@ -1,0 +1,90 @@
+"""Typed errors: every failure a user can cause has its own class and an actionable message.
+
+All inherit from :class:`RetrievoError`, so callers can catch one type; each also inherits
+from the closest built-in (``ValueError``, ``KeyError``, ``OSError``) so generic handlers
+keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RetrievoError(Exception):
+    """Base class of every error retrievo raises on purpose."""
+
+
+class DataFormatError(RetrievoError, ValueError):
+    """A data file is malformed. Names the file and, where known, the line."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(where + message)
+
+
+class MissingFieldError(DataFormatError):
+    """A record lacks a required field (e.g. a BEIR corpus line without ``_id``)."""
+
+
+class DuplicateIdError(DataFormatError):
+    """The same document or query id appears twice where ids must be unique."""
+
+
+class EmptyQueryError(RetrievoError, ValueError):
+    """A query has no text, or no searchable term left after analysis."""
+
+
+class UnknownIdError(RetrievoError, KeyError):
+    """A document or query id that the index / collection does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else ""
+
+
+class PipelineSpecError(RetrievoError, ValueError):
+    """A pipeline spec string could not be parsed, or names an unknown stage."""
+
+
+class IndexError_(RetrievoError, OSError):
+    """Base of on-disk index problems (named with a trailing _ to avoid the builtin)."""
+
+
+class IndexNotFoundError(IndexError_):
+    """The path holds no retrievo index."""
+
+
+class CorruptIndexError(IndexError_):
+    """The index on disk is unreadable: missing files, bad manifest, checksum mismatch."""
+
+
+class IndexFormatVersionError(IndexError_):
+    """The index was written by an incompatible format version."""
+
+
+class IndexLockedError(IndexError_):
+    """Another writer holds the index's write lock."""
+
+
+class ConfigError(RetrievoError, ValueError):
+    """An option has a value that cannot work (e.g. k1 < 0)."""
+
+
+__all__ = [
+    "RetrievoError",
+    "DataFormatError",
+    "MissingFieldError",
+    "DuplicateIdError",
+    "EmptyQueryError",
+    "UnknownIdError",
+    "PipelineSpecError",
+    "IndexError_",
+    "IndexNotFoundError",
+    "CorruptIndexError",
+    "IndexFormatVersionError",
+    "IndexLockedError",
+    "ConfigError",
+]

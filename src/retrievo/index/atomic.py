@@ -1,0 +1,108 @@
+"""Crash-safe file operations shared by every on-disk index.
+
+The rule: nothing a reader can see is ever written in place. Files and folders are
+written under a temporary name in the same directory, flushed, then renamed (``rename``
+is atomic on POSIX), so a process killed at any point leaves either the old state or the
+new one, plus stray temporaries that the next writer removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import IndexLockedError
+
+TMP_MARK = ".retrievo-tmp"
+
+
+def tmp_sibling(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TMP_MARK}-{uuid.uuid4().hex[:12]}")
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = tmp_sibling(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Write one .npy file (inside a folder that is itself renamed into place)."""
+    with open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success rename it to ``final`` (which must not exist)."""
+    tmp = tmp_sibling(final)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete leftovers of writers that died mid-way."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if TMP_MARK in p.name:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
+@contextlib.contextmanager
+def write_lock(folder: Path) -> Iterator[None]:
+    """Exclusive, non-blocking writer lock; readers never take it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / "LOCK", "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexLockedError(
+                f"{folder} is being written by another process; wait for it to finish "
+                "(the lock is released automatically when that process exits)"
+            ) from None
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()

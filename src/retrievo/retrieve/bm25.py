@@ -1,0 +1,291 @@
+"""BM25 retrieval, Lucene-exact by default.
+
+``method="lucene"`` reproduces Lucene's ``BM25Similarity`` as Anserini/Pyserini run it:
+idf ``log(1 + (N - df + 0.5) / (df + 0.5))`` over documents that have the field, document
+lengths quantised to one byte with ``SmallFloat.intToByte4`` (so two documents of nearby
+lengths share a norm), the tf part rewritten as ``w - w / (1 + tf / norm)`` and every
+step done in 32-bit floats in Lucene's order; query terms repeated in the query weigh
+once per occurrence (Anserini's bag-of-words query); score ties are broken by ascending
+document id as Anserini does. The other methods follow Kamphuis et al. (ECIR 2020),
+"Which BM25 do you mean?", with exact document lengths: ``robertson``, ``atire``,
+``bm25l`` and ``bm25+``.
+
+Scores depend on collection statistics, so per-posting impacts are computed from the
+index's raw term frequencies when the retriever is created (vectorised numpy, O(postings))
+and summed by the numba kernel in :mod:`retrievo.retrieve.topk`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import ConfigError, EmptyQueryError
+from retrievo.index.inverted import InvertedIndex
+from retrievo.pipeline import Stage, as_queries, register, spec_call
+from retrievo.retrieve.topk import Workspace, search_postings
+from retrievo.types import Queries, Rankings
+
+METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+DEFAULT_K = 1000
+
+
+# ---------------------------------------------------------------------------- Lucene norms
+def _int4_to_long(i: int) -> int:
+    bits = i & 0x07
+    shift = (i >> 3) - 1
+    return bits if shift == -1 else (bits | 0x08) << shift
+
+
+def _long_to_int4(i: int) -> int:
+    num_bits = i.bit_length()
+    if num_bits < 4:
+        return i
+    shift = num_bits - 4
+    encoded = (i >> shift) & 0x07
+    return encoded | ((shift + 1) << 3)
+
+
+_NUM_FREE_VALUES = 255 - _long_to_int4(2**31 - 1)
+
+
+def lucene_length_table() -> np.ndarray:
+    """Lucene's ``LENGTH_TABLE``: the document length each norm byte decodes to."""
+    out = np.empty(256, dtype=np.float32)
+    for i in range(256):
+        out[i] = i if i < _NUM_FREE_VALUES else _NUM_FREE_VALUES + _int4_to_long(i - _NUM_FREE_VALUES)
+    return out
+
+
+def lucene_encode_lengths(lengths: np.ndarray) -> np.ndarray:
+    """``SmallFloat.intToByte4`` for an array of document lengths (as unsigned bytes)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = lengths.copy()
+    big = lengths >= _NUM_FREE_VALUES
+    if big.any():
+        rest = lengths[big] - _NUM_FREE_VALUES
+        num_bits = np.frexp(rest.astype(np.float64))[1].astype(np.int64)  # == int.bit_length()
+        shift = np.maximum(num_bits - 4, 0)
+        enc = np.where(num_bits < 4, rest, ((rest >> shift) & 0x07) | ((shift + 1) << 3))
+        out[big] = _NUM_FREE_VALUES + enc
+    return out.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- impacts
+@dataclass(frozen=True)
+class BM25Params:
+    k1: float = 0.9
+    b: float = 0.4
+    method: str = "lucene"
+    delta: float | None = None  # bm25l: 0.5, bm25+: 1.0 by default
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown BM25 method {self.method!r}; choose from {', '.join(METHODS)}")
+        if not self.k1 >= 0:
+            raise ConfigError(f"k1 must be >= 0, got {self.k1}")
+        if not 0 <= self.b <= 1:
+            raise ConfigError(f"b must be in [0, 1], got {self.b}")
+
+    @property
+    def effective_delta(self) -> float:
+        if self.delta is not None:
+            return self.delta
+        return {"bm25l": 0.5, "bm25+": 1.0}.get(self.method, 0.0)
+
+
+def idf_weights(df: np.ndarray, n: int, method: str) -> np.ndarray:
+    df = df.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method == "lucene":
+            idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        elif method == "robertson":
+            idf = np.log((n - df + 0.5) / (df + 0.5))
+        elif method == "atire":
+            idf = np.log(n / df)
+        elif method == "bm25l":
+            idf = np.log((n + 1) / (df + 0.5))
+        else:  # bm25+
+            idf = np.log((n + 1) / df)
+    idf[df == 0] = 0.0
+    return idf.astype(np.float32)
+
+
+def segment_impacts(index: InvertedIndex, params: BM25Params) -> list[np.ndarray]:
+    """Per-posting BM25 contributions (float32) for every segment of ``index``."""
+    stats = index.collection_stats()
+    n = stats["doc_count"]
+    avgdl = np.float32(stats["sum_doc_len"] / n) if n else np.float32(1.0)
+    idf = idf_weights(index.document_frequencies(), n, params.method)
+    k1, b = np.float32(params.k1), np.float32(params.b)
+    out = []
+    if params.method == "lucene":
+        table = lucene_length_table()
+        cache = (np.float32(1) / (k1 * ((np.float32(1) - b) + b * table / avgdl))).astype(np.float32)
+    for seg in index.segments:
+        term = seg.term_ids_of_postings()
+        tf = np.asarray(seg.tfs).astype(np.float32)
+        w = idf[term]
+        docs = np.asarray(seg.docs)
+        if params.method == "lucene":
+            inv_norm = cache[lucene_encode_lengths(np.asarray(seg.doclen))][docs]
+            imp = w - w / (np.float32(1) + tf * inv_norm)
+        else:
+            dl = np.asarray(seg.doclen).astype(np.float64)[docs]
+            lnorm = 1 - params.b + params.b * dl / float(avgdl)
+            tf64 = tf.astype(np.float64)
+            delta = params.effective_delta
+            if params.method == "bm25l":
+                c = tf64 / lnorm
+                part = (params.k1 + 1) * (c + delta) / (params.k1 + c + delta)
+            elif params.method == "bm25+":
+                part = (params.k1 + 1) * tf64 / (params.k1 * lnorm + tf64) + delta
+            else:
+                part = tf64 * (params.k1 + 1) / (tf64 + params.k1 * lnorm)
+            imp = w.astype(np.float64) * part
+        out.append(np.ascontiguousarray(imp, dtype=np.float32))
+    return out
+
+
+def default_threads() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 64))
+
+
+# ---------------------------------------------------------------------------- the stage
+@dataclass(eq=False)
+class BM25(Stage):
+    """BM25 over an :class:`InvertedIndex`. ``BM25(index)`` is Pyserini's default
+    (Lucene, k1=0.9, b=0.4, top 1000)."""
+
+    index: InvertedIndex
+    k1: float = 0.9
+    b: float = 0.4
+    method: str = "lucene"
+    k: int = DEFAULT_K
+    delta: float | None = None
+    threads: int | None = None
+    _state: dict[str, Any] = field(default_factory=dict, repr=False)
+    name = "bm25"
+
+    def __post_init__(self):
+        self.params = BM25Params(float(self.k1), float(self.b), self.method, self.delta)
+        if self.k < 0:
+            raise ConfigError(f"k must be >= 0, got {self.k}")
+
+    # search-time arrays are built once per index generation
+    def _arrays(self):
+        key = (id(self.index), self.index.generation, len(self.index.segments), self.index.total_docs,
+               self.index.live is None or int(self.index.live.sum()))
+        if self._state.get("key") != key:
+            index = self.index
+            impacts = segment_impacts(index, self.params)
+            v = index.vocab_size
+            if len(index.segments) == 1 and index.segments[0].vocab_size == v:
+                seg = index.segments[0]
+                indptr = np.asarray(seg.indptr)[None, :]
+                docs = np.asarray(seg.docs)
+                imps = impacts[0]
+            else:
+                indptr = np.zeros((max(len(index.segments), 1), v + 1), dtype=np.int64)
+                docs_parts, base_post = [], 0
+                for s, (seg, base) in enumerate(zip(index.segments, index.bases[:-1])):
+                    ip = np.asarray(seg.indptr)
+                    indptr[s, : len(ip)] = ip + base_post
+                    indptr[s, len(ip):] = ip[-1] + base_post
+                    docs_parts.append((np.asarray(seg.docs) + int(base)).astype(np.int32))
+                    base_post += seg.n_postings
+                docs = np.concatenate(docs_parts) if docs_parts else np.empty(0, np.int32)
+                imps = np.concatenate(impacts) if impacts else np.empty(0, np.float32)
+            self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
+                               docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
+                               live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
+                               ids=index.doc_ids)
+        return self._state
+
+    def query_terms(self, text: str) -> Counter[str]:
+        """Analysed query terms with their counts (Anserini's bag-of-words boosts)."""
+        return Counter(self.index.analyzer(text))
+
+    def transform(self, inp: Queries | Rankings) -> Rankings:
+        queries = as_queries(inp)
+        st = self._arrays()
+        vocab = self.index.vocab
+        q_terms: list[int] = []
+        q_weights: list[float] = []
+        q_ptr = np.zeros(len(queries) + 1, dtype=np.int64)
+        analyzer = self.index.analyzer
+        for i, (qid, text) in enumerate(zip(queries.ids, queries.texts)):
+            if not text or not text.strip():
+                raise EmptyQueryError(f"query {qid!r} is empty; give it some text")
+            for term, count in Counter(analyzer(text)).items():
+                tid = vocab.get(term)
+                if tid is not None:
+                    q_terms.append(tid)
+                    q_weights.append(count)
+            q_ptr[i + 1] = len(q_terms)
+        threads = min(self.threads or default_threads(), len(queries))
+        if threads > 1:
+            import numba
+
+            threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+            numba.set_num_threads(threads)
+        k = min(self.k, self.index.total_docs)
+        out_docs, out_scores, counts = search_postings(
+            q_ptr, np.asarray(q_terms, dtype=np.int64), np.asarray(q_weights, dtype=np.float32),
+            st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"], st["by_rank"], k,
+            self._workspace(threads))
+        if len(queries) == 1:
+            n = int(counts[0])
+            flat, scores = out_docs[0, :n], out_scores[0, :n]
+        else:
+            mask = np.arange(k)[None, :] < counts[:, None]
+            flat, scores = out_docs[mask], out_scores[mask]
+        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Rankings(queries, st["ids"][flat], scores, offsets)
+
+    def _workspace(self, threads: int) -> Workspace:
+        # one workspace per calling Python thread, so concurrent callers never share buffers
+        local = self._state.setdefault("local", threading.local())
+        work = getattr(local, "work", None)
+        if work is None or work.n_docs != self.index.total_docs or work.threads < threads:
+            work = local.work = Workspace(self.index.total_docs, threads)
+        return work
+
+    def with_cutoff(self, k: int) -> "BM25":
+        if k >= self.k:
+            return self
+        clone = BM25(self.index, self.k1, self.b, self.method, k, self.delta, self.threads)
+        clone._state = self._state  # share the computed impacts
+        return clone
+
+    def spec(self) -> str:
+        params: dict[str, Any] = {}
+        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None}
+        for key, default in defaults.items():
+            if getattr(self, key) != default:
+                params[key] = getattr(self, key)
+        spec = spec_call("bm25", params)
+        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+
+
+def _bm25_factory(ctx: Mapping[str, Any], **kwargs: Any) -> BM25:
+    index = ctx.get("index")
+    if index is None:
+        raise ConfigError("the bm25 stage needs an index: build one with `retrievo index` or pass ctx={'index': ...}")
+    allowed = {"k1", "b", "method", "k", "delta", "threads"}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; bm25 takes {sorted(allowed)}")
+    return BM25(index, **kwargs)
+
+
+register("bm25", _bm25_factory, "BM25 (Lucene-exact by default: k1=0.9, b=0.4); options k1, b, method, k")
+
+__all__ = ["BM25", "BM25Params", "METHODS", "lucene_length_table", "lucene_encode_lengths", "segment_impacts"]

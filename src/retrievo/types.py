@@ -1,0 +1,477 @@
+"""Core data model: queries, documents, ranked lists, qrels and cost records.
+
+Everything is columnar and immutable. A batch of rankings is three flat numpy arrays
+(document ids, scores, per-query offsets) plus the queries it answers, so stages pass
+results along without pandas copies and a per-query view is a zero-copy slice. Arrays are
+marked read-only: a stage that wants different results builds a new object, so two
+branches of an experiment can safely share one input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import DuplicateIdError, UnknownIdError
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _object_array(values: Iterable[str]) -> np.ndarray:
+    values = list(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Queries and documents
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    qid: str
+    text: str
+    meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    doc_id: str
+    text: str
+    title: str = ""
+    meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False)
+
+    @property
+    def contents(self) -> str:
+        """Title and text joined the way Pyserini's BEIR "flat" indexes do."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+class Queries(Sequence[Query]):
+    """An ordered batch of queries with unique ids."""
+
+    __slots__ = ("_ids", "_texts", "_meta", "_pos")
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        meta: Sequence[Mapping[str, Any]] | None = None,
+    ):
+        ids = tuple(str(i) for i in ids)
+        texts = tuple(texts)
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} query ids but {len(texts)} texts")
+        if meta is not None:
+            meta = tuple(MappingProxyType(dict(m)) for m in meta)
+            if len(meta) != len(ids):
+                raise ValueError(f"{len(ids)} query ids but {len(meta)} meta records")
+        pos = {qid: i for i, qid in enumerate(ids)}
+        if len(pos) != len(ids):
+            seen: set[str] = set()
+            dup = next(q for q in ids if q in seen or seen.add(q))
+            raise DuplicateIdError(f"query id {dup!r} appears more than once")
+        self._ids, self._texts, self._meta, self._pos = ids, texts, meta, pos
+
+    # construction -------------------------------------------------------------------
+    @classmethod
+    def of(cls, queries: "Queries | Mapping[str, str] | Iterable[Query | tuple[str, str] | str] | str") -> "Queries":
+        """Accept the shapes users naturally have: a string, a list of strings, a
+        ``{qid: text}`` dict, ``(qid, text)`` pairs or :class:`Query` objects."""
+        if isinstance(queries, Queries):
+            return queries
+        if isinstance(queries, str):
+            return cls(["q1"], [queries])
+        if isinstance(queries, Mapping):
+            return cls(list(queries.keys()), list(queries.values()))
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[Mapping[str, Any]] = []
+        for i, q in enumerate(queries, start=1):
+            if isinstance(q, Query):
+                ids.append(q.qid), texts.append(q.text), metas.append(q.meta)
+            elif isinstance(q, str):
+                ids.append(f"q{i}"), texts.append(q), metas.append(_EMPTY)
+            else:
+                qid, text = q
+                ids.append(str(qid)), texts.append(text), metas.append(_EMPTY)
+        has_meta = any(metas)
+        return cls(ids, texts, metas if has_meta else None)
+
+    # access -------------------------------------------------------------------------
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return self._texts
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            meta = self._meta[i] if self._meta is not None else None
+            return Queries(self._ids[i], self._texts[i], meta)
+        m = self._meta[i] if self._meta is not None else _EMPTY
+        return Query(self._ids[i], self._texts[i], m)
+
+    def __iter__(self) -> Iterator[Query]:
+        meta = self._meta or (_EMPTY,) * len(self._ids)
+        return (Query(q, t, m) for q, t, m in zip(self._ids, self._texts, meta))
+
+    def __contains__(self, qid: object) -> bool:  # type: ignore[override]
+        return qid in self._pos
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Queries) and self._ids == other._ids and self._texts == other._texts
+
+    def __hash__(self) -> int:
+        return hash((self._ids, self._texts))
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{q}: {t[:30]!r}" for q, t in zip(self._ids[:3], self._texts[:3]))
+        more = f", … +{len(self) - 3}" if len(self) > 3 else ""
+        return f"Queries({len(self)}: {head}{more})"
+
+    def position(self, qid: str) -> int:
+        try:
+            return self._pos[qid]
+        except KeyError:
+            raise UnknownIdError(f"unknown query id {qid!r}") from None
+
+    def get(self, qid: str) -> Query:
+        return self[self.position(qid)]
+
+    def text(self, qid: str) -> str:
+        return self._texts[self.position(qid)]
+
+    def subset(self, qids: Iterable[str]) -> "Queries":
+        idx = [self.position(q) for q in qids]
+        meta = [self._meta[i] for i in idx] if self._meta is not None else None
+        return Queries([self._ids[i] for i in idx], [self._texts[i] for i in idx], meta)
+
+    def with_texts(self, texts: Sequence[str]) -> "Queries":
+        """Same ids, new texts: what a query rewriter returns."""
+        return Queries(self._ids, texts, self._meta)
+
+    # interop ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, str]:
+        return dict(zip(self._ids, self._texts))
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame({"qid": list(self._ids), "query": list(self._texts)})
+
+    @classmethod
+    def from_pandas(cls, frame, qid: str = "qid", text: str = "query") -> "Queries":
+        return cls(frame[qid].astype(str).tolist(), frame[text].astype(str).tolist())
+
+
+# --------------------------------------------------------------------------------------
+# Ranked lists
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one stage spent on one batch; pipelines concatenate these records."""
+
+    stage: str
+    seconds: float
+    queries: int = 0
+    calls: int = 0
+    extra: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "seconds": self.seconds, "queries": self.queries,
+                "calls": self.calls, **dict(self.extra)}
+
+
+@dataclass(frozen=True, slots=True)
+class RankedList:
+    """One query's results in rank order (read-only numpy views)."""
+
+    qid: str
+    doc_ids: np.ndarray  # object array of str
+    scores: np.ndarray  # float, same length, non-increasing
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return zip(self.doc_ids.tolist(), self.scores.tolist())
+
+    def top(self, k: int) -> "RankedList":
+        return RankedList(self.qid, self.doc_ids[:k], self.scores[:k])
+
+
+class Rankings(Sequence[RankedList]):
+    """Ranked lists for a batch of queries, stored flat.
+
+    ``doc_ids[offsets[i]:offsets[i+1]]`` are the results of ``queries[i]`` in rank order.
+    """
+
+    __slots__ = ("queries", "doc_ids", "scores", "offsets", "costs")
+
+    def __init__(
+        self,
+        queries: Queries,
+        doc_ids: np.ndarray,
+        scores: np.ndarray,
+        offsets: np.ndarray,
+        costs: Sequence[Cost] = (),
+    ):
+        doc_ids = np.asarray(doc_ids, dtype=object)
+        scores = np.asarray(scores)
+        if scores.dtype.kind != "f":
+            scores = scores.astype(np.float64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if len(offsets) != len(queries) + 1 or offsets[0] != 0 or offsets[-1] != len(doc_ids):
+            raise ValueError("offsets must have len(queries)+1 entries, start at 0 and end at len(doc_ids)")
+        if len(doc_ids) != len(scores):
+            raise ValueError(f"{len(doc_ids)} doc ids but {len(scores)} scores")
+        self.queries = queries
+        self.doc_ids = _frozen(doc_ids)
+        self.scores = _frozen(scores)
+        self.offsets = _frozen(offsets)
+        self.costs = tuple(costs)
+
+    # construction -------------------------------------------------------------------
+    @classmethod
+    def from_lists(
+        cls,
+        queries: Queries,
+        lists: Sequence[tuple[Sequence[str] | np.ndarray, Sequence[float] | np.ndarray]],
+        costs: Sequence[Cost] = (),
+        sort: bool = False,
+    ) -> "Rankings":
+        """Build from one ``(doc_ids, scores)`` pair per query, in ``queries`` order.
+
+        With ``sort=True`` each list is ordered by descending score, ties by doc id.
+        """
+        if len(lists) != len(queries):
+            raise ValueError(f"{len(lists)} result lists for {len(queries)} queries")
+        ids_parts, score_parts, lengths = [], [], []
+        for docs, scores in lists:
+            docs = np.asarray(docs, dtype=object) if not isinstance(docs, np.ndarray) else docs
+            scores = np.asarray(scores, dtype=np.float64) if not isinstance(scores, np.ndarray) else scores
+            if sort and len(docs):
+                order = np.lexsort((docs.astype(str), -scores))
+                docs, scores = docs[order], scores[order]
+            ids_parts.append(docs)
+            score_parts.append(scores)
+            lengths.append(len(docs))
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        doc_ids = np.concatenate(ids_parts).astype(object) if ids_parts else np.empty(0, dtype=object)
+        scores = np.concatenate(score_parts) if score_parts else np.empty(0)
+        return cls(queries, doc_ids, scores, offsets, costs)
+
+    @classmethod
+    def from_dict(cls, run: Mapping[str, Mapping[str, float]], queries: Queries | None = None) -> "Rankings":
+        """From ``{qid: {doc_id: score}}`` (the ir_measures / pytrec_eval shape)."""
+        if queries is None:
+            queries = Queries(list(run.keys()), [""] * len(run))
+        lists = [(list(run.get(q, {}).keys()), list(run.get(q, {}).values())) for q in queries.ids]
+        return cls.from_lists(queries, lists, sort=True)
+
+    # access -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def _at(self, i: int) -> RankedList:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return RankedList(self.queries.ids[i], self.doc_ids[a:b], self.scores[a:b])
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return self._at(self.queries.position(key))
+        if isinstance(key, slice):
+            idx = range(*key.indices(len(self)))
+            return self.subset([self.queries.ids[i] for i in idx])
+        if key < 0:
+            key += len(self)
+        if not 0 <= key < len(self):
+            raise IndexError(key)
+        return self._at(key)
+
+    def __iter__(self) -> Iterator[RankedList]:
+        return (self._at(i) for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"Rankings({len(self)} queries, {len(self.doc_ids)} results)"
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def query_positions(self) -> np.ndarray:
+        """For every result row, the position of its query (handy for vectorised work)."""
+        return np.repeat(np.arange(len(self)), self.lengths)
+
+    # transformations (all return new objects) ----------------------------------------
+    def _select(self, keep: np.ndarray) -> "Rankings":
+        counts = np.add.reduceat(keep.astype(np.int64), self.offsets[:-1]) if len(keep) else np.zeros(len(self), np.int64)
+        counts[self.lengths == 0] = 0
+        offsets = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Rankings(self.queries, self.doc_ids[keep], self.scores[keep], offsets, self.costs)
+
+    def cut(self, k: int) -> "Rankings":
+        """Keep the top ``k`` of every list."""
+        if k < 0:
+            raise ValueError("cut-off k must be >= 0")
+        rank = np.arange(len(self.doc_ids)) - np.repeat(self.offsets[:-1], self.lengths)
+        return self._select(rank < k)
+
+    def drop_self_hits(self) -> "Rankings":
+        """BEIR convention: a document whose id equals the query id is not a result."""
+        qids = np.asarray(self.queries.ids, dtype=object)[self.query_positions] if len(self.doc_ids) else self.doc_ids
+        keep = self.doc_ids != qids
+        return self if keep.all() else self._select(np.asarray(keep, dtype=bool))
+
+    def subset(self, qids: Iterable[str]) -> "Rankings":
+        qids = list(qids)
+        lists = []
+        for q in qids:
+            r = self[q]
+            lists.append((r.doc_ids, r.scores))
+        return Rankings.from_lists(self.queries.subset(qids), lists, self.costs)
+
+    def with_costs(self, costs: Sequence[Cost]) -> "Rankings":
+        return Rankings(self.queries, self.doc_ids, self.scores, self.offsets, costs)
+
+    def with_queries(self, queries: Queries) -> "Rankings":
+        """Same results under another batch of queries with the same ids (e.g. original
+        texts restored after a rewrite stage)."""
+        if queries.ids != self.queries.ids:
+            raise ValueError("with_queries needs the same query ids in the same order")
+        return Rankings(queries, self.doc_ids, self.scores, self.offsets, self.costs)
+
+    # interop ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """``{qid: {doc_id: score}}`` — the shape ir_measures and pytrec_eval take."""
+        out: dict[str, dict[str, float]] = {}
+        ids, scores = self.doc_ids.tolist(), self.scores.tolist()
+        for i, qid in enumerate(self.queries.ids):
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            out[qid] = dict(zip(ids[a:b], scores[a:b]))
+        return out
+
+    def to_pandas(self):
+        """Long format with PyTerrier's column names: qid, query, docno, rank, score."""
+        import pandas as pd
+
+        qpos = self.query_positions
+        ranks = np.arange(len(self.doc_ids)) - np.repeat(self.offsets[:-1], self.lengths)
+        return pd.DataFrame(
+            {
+                "qid": np.asarray(self.queries.ids, dtype=object)[qpos] if len(qpos) else np.empty(0, object),
+                "query": np.asarray(self.queries.texts, dtype=object)[qpos] if len(qpos) else np.empty(0, object),
+                "docno": self.doc_ids.copy(),
+                "rank": ranks,
+                "score": self.scores.copy(),
+            }
+        )
+
+    @classmethod
+    def from_pandas(cls, frame, queries: Queries | None = None) -> "Rankings":
+        """From a frame with ``qid``, ``docno`` and ``score`` columns (``query`` optional)."""
+        frame = frame.copy()
+        frame["qid"] = frame["qid"].astype(str)
+        if queries is None:
+            first = frame.drop_duplicates("qid")
+            texts = first["query"].astype(str).tolist() if "query" in frame else [""] * len(first)
+            queries = Queries(first["qid"].tolist(), texts)
+        groups = {q: g for q, g in frame.groupby("qid", sort=False)}
+        lists = []
+        for q in queries.ids:
+            g = groups.get(q)
+            if g is None:
+                lists.append(([], []))
+            else:
+                lists.append((g["docno"].astype(str).to_numpy(dtype=object), g["score"].to_numpy(dtype=np.float64)))
+        return cls.from_lists(queries, lists, sort=True)
+
+
+# --------------------------------------------------------------------------------------
+# Relevance judgments
+# --------------------------------------------------------------------------------------
+
+
+class Qrels:
+    """Relevance judgments, columnar: ``(qid, doc_id, relevance)`` rows."""
+
+    __slots__ = ("qids", "doc_ids", "relevance")
+
+    def __init__(self, qids: Sequence[str] | np.ndarray, doc_ids: Sequence[str] | np.ndarray,
+                 relevance: Sequence[int] | np.ndarray):
+        self.qids = _frozen(np.asarray(qids, dtype=object) if len(qids) else np.empty(0, dtype=object))
+        self.doc_ids = _frozen(np.asarray(doc_ids, dtype=object) if len(doc_ids) else np.empty(0, dtype=object))
+        self.relevance = _frozen(np.asarray(relevance, dtype=np.int64))
+        if not (len(self.qids) == len(self.doc_ids) == len(self.relevance)):
+            raise ValueError("qids, doc_ids and relevance must have the same length")
+
+    @classmethod
+    def from_dict(cls, qrels: Mapping[str, Mapping[str, int]]) -> "Qrels":
+        q, d, r = [], [], []
+        for qid, docs in qrels.items():
+            for doc, rel in docs.items():
+                q.append(str(qid)), d.append(str(doc)), r.append(int(rel))
+        return cls(q, d, r)
+
+    def __len__(self) -> int:
+        return len(self.qids)
+
+    def __repr__(self) -> str:
+        return f"Qrels({len(self)} judgments, {len(self.query_ids)} queries)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Qrels) and self.to_dict() == other.to_dict()
+
+    @property
+    def query_ids(self) -> list[str]:
+        """Judged query ids in first-seen order."""
+        return list(dict.fromkeys(self.qids.tolist()))
+
+    def to_dict(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for q, d, r in zip(self.qids.tolist(), self.doc_ids.tolist(), self.relevance.tolist()):
+            out.setdefault(q, {})[d] = r
+        return out
+
+    def for_query(self, qid: str) -> dict[str, int]:
+        mask = self.qids == qid
+        return dict(zip(self.doc_ids[mask].tolist(), self.relevance[mask].tolist()))
+
+    def subset(self, qids: Iterable[str]) -> "Qrels":
+        keep = np.isin(self.qids.astype(str), np.asarray(list(qids), dtype=str))
+        return Qrels(self.qids[keep], self.doc_ids[keep], self.relevance[keep])
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame({"qid": self.qids.copy(), "docno": self.doc_ids.copy(), "label": self.relevance.copy()})
+
+    @classmethod
+    def from_pandas(cls, frame, qid: str = "qid", docno: str = "docno", label: str = "label") -> "Qrels":
+        return cls(frame[qid].astype(str).tolist(), frame[docno].astype(str).tolist(),
+                   frame[label].astype(int).tolist())
+
+
+__all__ = ["Query", "Document", "Queries", "Cost", "RankedList", "Rankings", "Qrels"]
