@@ -566,7 +566,7 @@ def test_pydoc_corpus_is_large_and_deterministic():
     assert first.title == first.meta["topic"] and first.text
     try_docs = [d for d in corpus.iter_documents() if d.title == "try"]
     assert try_docs and "except" in try_docs[0].text
-    assert len(DEMO_QUERIES) >= 5 and "how do I catch an exception" in DEMO_QUERIES.texts
+    assert len(DEMO_QUERIES) >= 5 and "catch an exception raised in a try block" in DEMO_QUERIES.texts
     assert corpus.queries() is DEMO_QUERIES
 
 

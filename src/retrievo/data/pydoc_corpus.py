@@ -20,7 +20,7 @@ PYDOC_PASSAGE_WORDS = 120
 DEMO_QUERIES = Queries(
     [f"demo{i}" for i in range(1, 9)],
     [
-        "how do I catch an exception",
+        "catch an exception raised in a try block",
         "list comprehension syntax",
         "with statement context manager",
         "decorators",

@@ -304,16 +304,18 @@ class InvertedIndex:
         return merged
 
     # ------------------------------------------------------------------ changes
-    def add(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None) -> list[str]:
-        """Index more documents as a new segment; returns their ids. Ids must be new."""
+    def add(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None,
+            segment_docs: int = DEFAULT_SEGMENT_DOCS) -> list[str]:
+        """Index more documents as new segment(s); returns their ids. Ids must be new.
+        On disk, nothing is visible to readers until every new segment is written."""
+        store = self.info.get("store", True)
         if self.path is None:
-            added = self._ingest(documents, self.info.get("store", True), DEFAULT_SEGMENT_DOCS, progress, total, None)
+            added = self._ingest(documents, store, segment_docs, progress, total, None)
             return [d for s in added for d in s.ids.tolist()]
         with write_lock(self.path):
             self._check_current()
             remove_temporaries(self.path / "segments")
-            added = self._ingest(documents, self.info.get("store", True), DEFAULT_SEGMENT_DOCS, progress, total,
-                                 self.path / "segments")
+            added = self._ingest(documents, store, segment_docs, progress, total, self.path / "segments")
             if added:
                 self._commit()
         return [d for s in added for d in s.ids.tolist()]

@@ -7,8 +7,10 @@ lengths share a norm), the tf part rewritten as ``w - w / (1 + tf / norm)`` and 
 step done in 32-bit floats in Lucene's order; query terms repeated in the query weigh
 once per occurrence (Anserini's bag-of-words query); score ties are broken by ascending
 document id as Anserini does. The other methods follow Kamphuis et al. (ECIR 2020),
-"Which BM25 do you mean?", with exact document lengths: ``robertson``, ``atire``,
-``bm25l`` and ``bm25+``.
+"Which BM25 do you mean?", with exact document lengths: ``robertson`` (idf clamped at 0
+like bm25s), ``atire``, and Lv & Zhai's lower-bounded ``bm25l`` and ``bm25+``, whose
+``delta`` applies to the query terms a document contains (bm25s also credits absent terms
+with their tf=0 value, which shifts rankings; we keep the papers' definition).
 
 Scores depend on collection statistics, so per-posting impacts are computed from the
 index's raw term frequencies when the retriever is created (vectorised numpy, O(postings))
@@ -105,8 +107,8 @@ def idf_weights(df: np.ndarray, n: int, method: str) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "lucene":
             idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        elif method == "robertson":
-            idf = np.log((n - df + 0.5) / (df + 0.5))
+        elif method == "robertson":  # clamped at 0 for terms in more than half the documents, as bm25s
+            idf = np.log(np.maximum((n - df + 0.5) / (df + 0.5), 1.0))
         elif method == "atire":
             idf = np.log(n / df)
         elif method == "bm25l":
@@ -146,8 +148,10 @@ def segment_impacts(index: InvertedIndex, params: BM25Params) -> list[np.ndarray
                 part = (params.k1 + 1) * (c + delta) / (params.k1 + c + delta)
             elif params.method == "bm25+":
                 part = (params.k1 + 1) * tf64 / (params.k1 * lnorm + tf64) + delta
-            else:
+            elif params.method == "atire":
                 part = tf64 * (params.k1 + 1) / (tf64 + params.k1 * lnorm)
+            else:  # robertson
+                part = tf64 / (tf64 + params.k1 * lnorm)
             imp = w.astype(np.float64) * part
         out.append(np.ascontiguousarray(imp, dtype=np.float32))
     return out

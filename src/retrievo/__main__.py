@@ -1,0 +1,3 @@
+from retrievo.cli.main import main
+
+main()
