@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from retrievo.data import PydocCorpus
@@ -201,8 +202,12 @@ def test_killed_writer_leaves_previous_index_intact(tmp_path, pydoc_docs, mode):
             assert proc.poll() is None, "writer exited before the crash point"
             assert time.time() < deadline
             time.sleep(0.05)
+        workers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        # analysis workers notice their parent died and exit instead of lingering
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive
     finally:
         if proc.poll() is None:
             proc.kill()

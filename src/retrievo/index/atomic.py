@@ -88,21 +88,36 @@ def remove_temporaries(folder: Path) -> None:
                     p.unlink()
 
 
+_HELD: set[str] = set()
+
+
 @contextlib.contextmanager
 def write_lock(folder: Path) -> Iterator[None]:
-    """Exclusive, non-blocking writer lock; readers never take it."""
+    """Exclusive, non-blocking writer lock; readers never take it.
+
+    A POSIX record lock (``lockf``): the kernel drops it when the process dies, and unlike
+    ``flock`` it is not shared with forked children (indexing workers), so a killed writer
+    never leaves the index locked. ``_HELD`` makes it exclusive within one process too.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(folder)
+    if key in _HELD:
+        raise IndexLockedError(f"{folder} is already being written by this process")
     fh = open(folder / "LOCK", "a+")
     try:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             raise IndexLockedError(
                 f"{folder} is being written by another process; wait for it to finish "
                 "(the lock is released automatically when that process exits)"
             ) from None
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            with contextlib.suppress(OSError):
+                fcntl.lockf(fh.fileno(), fcntl.LOCK_UN)
     finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import json
 import os
 import shutil
@@ -33,7 +34,6 @@ import numpy as np
 from retrievo import __version__
 from retrievo.errors import (
     CorruptIndexError,
-    DuplicateIdError,
     IndexFormatVersionError,
     IndexNotFoundError,
     UnknownIdError,
@@ -47,7 +47,8 @@ from retrievo.index.atomic import (
     write_json_atomic,
     write_lock,
 )
-from retrievo.index.segment import Segment, SegmentBuilder, merge_segments
+from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
+from retrievo.index.segment import Segment, merge_segments
 from retrievo.text import Analyzer, get_analyzer
 from retrievo.types import Document
 
@@ -216,17 +217,18 @@ class InvertedIndex:
     def build(cls, documents: Iterable[Document], path: str | Path | None = None, *,
               analyzer: Analyzer | str | dict | None = None, store: bool = True,
               segment_docs: int = DEFAULT_SEGMENT_DOCS, progress: bool = False,
-              total: int | None = None, overwrite: bool = True) -> "InvertedIndex":
+              total: int | None = None, overwrite: bool = True, workers: int | None = None) -> "InvertedIndex":
         """Index ``documents`` (any iterable of :class:`Document`, consumed once, streaming).
 
         With ``path`` the index is written there: segments are flushed every
         ``segment_docs`` documents so memory stays bounded, then merged into one. An
         existing index at ``path`` is replaced only when the new one is complete.
+        ``workers`` processes analyse text (default: one per core; 1 = in-process).
         """
         analyzer = get_analyzer(analyzer)
         index = cls([], [], [], analyzer, None, 0, {"store": store})
         if path is None:
-            index._ingest(documents, store, segment_docs, progress, total, None)
+            index._ingest(documents, store, segment_docs, progress, total, None, workers)
             if len(index.segments) > 1:
                 index = index._merged(None)
             return index
@@ -241,7 +243,7 @@ class InvertedIndex:
             previous = _read_generation(path) if (path / "CURRENT").exists() else 0
             index.path, index.generation = path, previous
             (path / "segments").mkdir(exist_ok=True)
-            index._ingest(documents, store, segment_docs, progress, total, path / "segments")
+            index._ingest(documents, store, segment_docs, progress, total, path / "segments", workers)
             if len(index.segments) > 1:
                 parts = [path / "segments" / s.name for s in index.segments]
                 index = index._merged(path / "segments")
@@ -254,19 +256,21 @@ class InvertedIndex:
         return index
 
     def _ingest(self, documents: Iterable[Document], store: bool, segment_docs: int, progress: bool,
-                total: int | None, folder: Path | None) -> list[Segment]:
+                total: int | None, folder: Path | None, workers: int | None = None) -> list[Segment]:
         if segment_docs < 1:
             raise ValueError("segment_docs must be >= 1")
-        seen = set(self._ids_to_global()) if self.segments else set()
-        vocab = self.vocab
-        builder = SegmentBuilder(vocab, self.terms, store)
-        analyze = self.analyzer
+        vocab = growing_vocab(self.vocab)
+        stream = document_tuples(documents, set(self._ids_to_global()) if self.segments else set())
+        batches = analysed_batches(_progress(stream, progress, total, "indexing"), self.analyzer, store,
+                                   default_workers() if workers is None else workers, min(1000, segment_docs))
+        builder = SegmentBuilder(vocab, store)
         new: list[Segment] = []
 
         def flush():
             nonlocal builder
             if len(builder):
                 seg = builder.build(f"seg-{uuid.uuid4().hex[:16]}")
+                self.terms.extend(itertools.islice(vocab, len(self.terms), None))
                 if folder is not None:
                     seg.write(folder)
                     seg = Segment.load(folder / seg.name)
@@ -274,20 +278,14 @@ class InvertedIndex:
                 self.lives.append(None)
                 new.append(seg)
                 self._invalidate()
-            builder = SegmentBuilder(vocab, self.terms, store)
+            builder = SegmentBuilder(vocab, store)
 
-        for doc in _progress(documents, progress, total, "indexing"):
-            if not isinstance(doc, Document):
-                raise TypeError(f"expected retrievo.Document, got {type(doc).__name__}")
-            if doc.doc_id in seen:
-                raise DuplicateIdError(f"document id {doc.doc_id!r} is indexed twice")
-            if "\n" in doc.doc_id or not doc.doc_id:
-                raise ValueError(f"document id {doc.doc_id!r} must be non-empty and contain no newline")
-            seen.add(doc.doc_id)
-            builder.add(doc, analyze(doc.contents))
+        for batch in batches:
+            builder.add(batch)
             if len(builder) >= segment_docs:
                 flush()
         flush()
+        self._vocab = dict(itertools.islice(vocab.items(), len(self.terms)))  # plain dict: lookups never insert
         return new
 
     def _invalidate(self) -> None:
@@ -305,17 +303,17 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ changes
     def add(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None,
-            segment_docs: int = DEFAULT_SEGMENT_DOCS) -> list[str]:
+            segment_docs: int = DEFAULT_SEGMENT_DOCS, workers: int | None = None) -> list[str]:
         """Index more documents as new segment(s); returns their ids. Ids must be new.
         On disk, nothing is visible to readers until every new segment is written."""
         store = self.info.get("store", True)
         if self.path is None:
-            added = self._ingest(documents, store, segment_docs, progress, total, None)
+            added = self._ingest(documents, store, segment_docs, progress, total, None, workers)
             return [d for s in added for d in s.ids.tolist()]
         with write_lock(self.path):
             self._check_current()
             remove_temporaries(self.path / "segments")
-            added = self._ingest(documents, store, segment_docs, progress, total, self.path / "segments")
+            added = self._ingest(documents, store, segment_docs, progress, total, self.path / "segments", workers)
             if added:
                 self._commit()
         return [d for s in added for d in s.ids.tolist()]

@@ -11,7 +11,6 @@ those of a fresh build.
 
 from __future__ import annotations
 
-import itertools
 import json
 import mmap
 from collections.abc import Mapping
@@ -127,62 +126,6 @@ class Segment:
         extra = {k: v for k, v in meta.items() if k not in ("name", "n_docs", "n_postings", "vocab_size", "files")}
         return cls(meta["name"], ids, arrays["doclen"], arrays["indptr"], arrays["docs"], arrays["tfs"],
                    blob, arrays.get("store_offsets"), extra)
-
-
-class SegmentBuilder:
-    """Collects analysed documents in memory until :meth:`build` turns them into a segment.
-
-    ``vocab`` (term -> id) and ``terms`` (id -> term) are the index-wide vocabulary; new
-    terms are appended to both, so ids are stable across segments.
-    """
-
-    def __init__(self, vocab: dict[str, int], terms: list[str], store: bool = True):
-        self.vocab, self.terms, self.store = vocab, terms, store
-        self._ids: list[str] = []
-        self._term_ids: list[list[int]] = []
-        self._stored: list[bytes] = []
-        self.n_tokens = 0
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, doc: Document, analysed: list[str]) -> None:
-        vocab, terms = self.vocab, self.terms
-        ids = []
-        for t in analysed:
-            i = vocab.get(t)
-            if i is None:
-                i = vocab[t] = len(terms)
-                terms.append(t)
-            ids.append(i)
-        self._ids.append(doc.doc_id)
-        self._term_ids.append(ids)
-        self.n_tokens += len(ids)
-        if self.store:
-            rec: dict[str, Any] = {"title": doc.title, "text": doc.text}
-            if doc.meta:
-                rec["meta"] = dict(doc.meta)
-            self._stored.append(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
-
-    def build(self, name: str) -> Segment:
-        n = len(self._ids)
-        lengths = np.fromiter(map(len, self._term_ids), dtype=np.int64, count=n)
-        flat = np.fromiter(itertools.chain.from_iterable(self._term_ids), dtype=np.int64, count=int(lengths.sum()))
-        doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        vocab_size = len(self.terms)
-        keys, tfs = np.unique(flat * max(n, 1) + doc_of, return_counts=True)  # sorted by (term, doc)
-        term_of = keys // max(n, 1)
-        indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(term_of, minlength=vocab_size), out=indptr[1:])
-        ids = np.empty(n, dtype=object)
-        ids[:] = self._ids
-        blob, offsets = None, None
-        if self.store:
-            offsets = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(np.fromiter(map(len, self._stored), dtype=np.int64, count=n), out=offsets[1:])
-            blob = b"".join(self._stored)
-        return Segment(name, ids, lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
-                       tfs.astype(np.int32), blob, offsets)
 
 
 def merge_segments(segments: list[Segment], lives: list[np.ndarray | None], name: str, vocab_size: int) -> Segment:

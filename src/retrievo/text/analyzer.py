@@ -164,7 +164,9 @@ class Analyzer:
         if isinstance(max_token_length, bool) or not isinstance(max_token_length, int):
             raise AnalyzerConfigError(f"max_token_length must be an int, got {max_token_length!r}")
         if not 2 <= max_token_length <= MAX_TOKEN_LENGTH_LIMIT:
-            raise AnalyzerConfigError(f"max_token_length must be in [2, {MAX_TOKEN_LENGTH_LIMIT}], got {max_token_length}")
+            raise AnalyzerConfigError(
+                f"max_token_length must be in [2, {MAX_TOKEN_LENGTH_LIMIT}], got {max_token_length}"
+            )
         sw = _normalize_stopwords(stopwords)
         st = _normalize_stemmer(stemmer)
         s = object.__setattr__
@@ -267,7 +269,8 @@ class Analyzer:
             raise AnalyzerConfigError(f"unsupported analyzer config version {version!r} (this is {CONFIG_VERSION})")
         if config.get("tokenizer", _TOKENIZER) != _TOKENIZER:
             raise AnalyzerConfigError(f"unknown tokenizer {config.get('tokenizer')!r} (only {_TOKENIZER!r})")
-        kwargs = {k: config[k] for k in ("lowercase", "possessive", "stopwords", "stemmer", "max_token_length") if k in config}
+        options = ("lowercase", "possessive", "stopwords", "stemmer", "max_token_length")
+        kwargs = {k: config[k] for k in options if k in config}
         return cls(**kwargs)
 
     # -- analysis ------------------------------------------------------------

@@ -1,0 +1,183 @@
+"""Turning documents into postings, in batches, on one core or several.
+
+Analysis (tokenising, stemming) is pure Python and dominates indexing time, so it runs in
+worker processes when ``workers > 1``: the parent reads and validates the stream, ships
+batches of raw documents out, and gets back compact results — each batch's local
+vocabulary plus numpy arrays of local term ids — which it maps onto the index-wide
+vocabulary with one vectorised gather. At most ``2 × workers`` batches are in flight, so a
+corpus of any size streams through in bounded memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrievo.text import Analyzer
+from retrievo.types import Document
+
+DocTuple = tuple[str, str, str, "dict[str, Any] | None"]
+
+
+@dataclass
+class AnalysedBatch:
+    doc_ids: list[str]
+    terms: list[str]  # this batch's vocabulary, in first-seen order
+    term_ids: np.ndarray  # int32, every document's terms as indices into ``terms``
+    lengths: np.ndarray  # int64, terms per document
+    stored: bytes | None  # JSON lines of the stored documents
+    stored_lengths: np.ndarray | None
+
+
+_ANALYZERS: dict[str, Analyzer] = {}
+
+
+def _analyzer(config: dict[str, Any]) -> Analyzer:
+    key = json.dumps(config, sort_keys=True)
+    if key not in _ANALYZERS:
+        _ANALYZERS[key] = Analyzer.from_config(config)
+    return _ANALYZERS[key]
+
+
+def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], store: bool) -> AnalysedBatch:
+    """Analyse ``(doc_id, title, text, meta)`` tuples; indexed text is ``title + " " + text``."""
+    if not isinstance(analyzer, Analyzer):
+        analyzer = _analyzer(analyzer)
+    local: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    lookup = local.__getitem__
+    flat: list[int] = []
+    lengths = np.empty(len(docs), dtype=np.int64)
+    stored: list[bytes] = []
+    for i, (_, title, text, meta) in enumerate(docs):
+        terms = analyzer(f"{title} {text}" if title else text)
+        flat.extend(map(lookup, terms))
+        lengths[i] = len(terms)
+        if store:
+            rec: dict[str, Any] = {"title": title, "text": text}
+            if meta:
+                rec["meta"] = dict(meta)
+            stored.append(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
+    return AnalysedBatch(
+        [d[0] for d in docs], list(local), np.array(flat, dtype=np.int32), lengths,
+        b"".join(stored) if store else None,
+        np.fromiter(map(len, stored), dtype=np.int64, count=len(stored)) if store else None)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # the indexing process died: do not linger
+
+
+def _worker_init(parent: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def default_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
+
+
+def analysed_batches(docs: Iterable[DocTuple], analyzer: Analyzer, store: bool, workers: int,
+                     batch_docs: int = 1000) -> Iterator[AnalysedBatch]:
+    """Analysed batches in input order, computed by ``workers`` processes (1: in-process)."""
+    batches = (list(b) for b in iter(lambda it=iter(docs): list(itertools.islice(it, batch_docs)), []))
+    if workers <= 1:
+        for batch in batches:
+            yield analyse_batch(analyzer, batch, store)
+        return
+    config = analyzer.config()
+    # fork: workers inherit the imported modules, so they start in milliseconds
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(analyse_batch, config, batch, store))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class SegmentBuilder:
+    """Accumulates analysed batches until :meth:`build` turns them into a segment.
+
+    ``vocab`` is the index-wide vocabulary (term -> id, ids in insertion order), a
+    ``defaultdict`` that hands out the next id to a new term, so ids are stable across
+    segments and the mapping of a batch's vocabulary is one C-level ``map``.
+    """
+
+    def __init__(self, vocab: defaultdict, store: bool = True):
+        self.vocab, self.store = vocab, store
+        self._ids: list[str] = []
+        self._term_ids: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+        self._stored: list[bytes] = []
+        self._stored_lengths: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, batch: AnalysedBatch) -> None:
+        global_ids = np.fromiter(map(self.vocab.__getitem__, batch.terms), dtype=np.int64, count=len(batch.terms))
+        self._ids.extend(batch.doc_ids)
+        self._term_ids.append(global_ids[batch.term_ids] if len(batch.term_ids) else np.empty(0, np.int64))
+        self._lengths.append(batch.lengths)
+        if self.store:
+            self._stored.append(batch.stored)
+            self._stored_lengths.append(batch.stored_lengths)
+
+    def build(self, name: str):
+        from retrievo.index.segment import Segment
+
+        n = len(self._ids)
+        lengths = np.concatenate(self._lengths) if self._lengths else np.empty(0, np.int64)
+        flat = np.concatenate(self._term_ids) if self._term_ids else np.empty(0, np.int64)
+        doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        vocab_size = len(self.vocab)
+        keys, tfs = np.unique(flat * max(n, 1) + doc_of, return_counts=True)  # sorted by (term, doc)
+        indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys // max(n, 1), minlength=vocab_size), out=indptr[1:])
+        ids = np.empty(n, dtype=object)
+        ids[:] = self._ids
+        blob, offsets = None, None
+        if self.store:
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            if n:
+                np.cumsum(np.concatenate(self._stored_lengths), out=offsets[1:])
+            blob = b"".join(self._stored)
+        return Segment(name, ids, lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
+                       tfs.astype(np.int32), blob, offsets)
+
+
+def growing_vocab(vocab: dict[str, int]) -> defaultdict:
+    grown: defaultdict = defaultdict(itertools.count(len(vocab)).__next__)
+    grown.update(vocab)
+    return grown
+
+
+def document_tuples(documents: Iterable[Document], seen: set[str]) -> Iterator[DocTuple]:
+    """Validate the stream (types, ids) in the parent and flatten documents for shipping."""
+    from retrievo.errors import DuplicateIdError
+
+    for doc in documents:
+        if not isinstance(doc, Document):
+            raise TypeError(f"expected retrievo.Document, got {type(doc).__name__}")
+        if doc.doc_id in seen:
+            raise DuplicateIdError(f"document id {doc.doc_id!r} is indexed twice")
+        if not doc.doc_id or "\n" in doc.doc_id:
+            raise ValueError(f"document id {doc.doc_id!r} must be non-empty and contain no newline")
+        seen.add(doc.doc_id)
+        yield doc.doc_id, doc.title, doc.text, (dict(doc.meta) if doc.meta else None)
