@@ -26,8 +26,8 @@ DEMO_QUERIES = Queries(
         "decorators",
         "string formatting",
         "default values of function arguments",
-        "what does the yield keyword do",
-        "difference between is and ==",
+        "yield expression in a generator function",
+        "identity comparison with the is operator",
     ],
 )
 
