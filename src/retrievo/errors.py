@@ -73,6 +73,22 @@ class ConfigError(RetrievoError, ValueError):
     """An option has a value that cannot work (e.g. k1 < 0)."""
 
 
+class AnalyzerConfigError(ConfigError):
+    """An analyzer configuration is invalid (unknown stemmer, bad option...)."""
+
+
+class EvaluationError(RetrievoError, ValueError):
+    """Runs and judgments that cannot be evaluated together (e.g. no query id in common)."""
+
+
+class MetricError(EvaluationError):
+    """A metric name that ir_measures cannot parse or no installed provider computes."""
+
+
+class MissingExtraError(RetrievoError, ImportError):
+    """An optional dependency (pandas, matplotlib) is needed; the message names the extra."""
+
+
 __all__ = [
     "RetrievoError",
     "DataFormatError",
@@ -87,4 +103,8 @@ __all__ = [
     "IndexFormatVersionError",
     "IndexLockedError",
     "ConfigError",
+    "AnalyzerConfigError",
+    "EvaluationError",
+    "MetricError",
+    "MissingExtraError",
 ]

@@ -25,22 +25,10 @@ from typing import Any, Union
 import ir_measures
 from ir_measures import Measure
 
-from retrievo.errors import RetrievoError
+from retrievo.errors import EvaluationError, MetricError, MissingExtraError
 from retrievo.types import Qrels, Rankings
 
 DEFAULT_METRICS: tuple[str, ...] = ("nDCG@10", "R@100", "AP", "RR@10")
-
-
-class EvaluationError(RetrievoError, ValueError):
-    """Runs and judgments that cannot be evaluated together (e.g. no query id in common)."""
-
-
-class MetricError(EvaluationError):
-    """A metric name that ir_measures cannot parse or no installed provider computes."""
-
-
-class MissingExtraError(RetrievoError, ImportError):
-    """An optional dependency (pandas, matplotlib) is needed; the message names the extra."""
 
 
 RunInput = Union[Rankings, Mapping[str, Mapping[str, float]]]

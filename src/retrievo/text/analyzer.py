@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from retrievo.errors import AnalyzerConfigError
+
 from .porter import stem as porter_stem
 from .stopwords import LUCENE_ENGLISH
 from .tokenizer import DEFAULT_MAX_TOKEN_LENGTH, iter_token_spans, java_lower, tokenize
@@ -55,10 +57,6 @@ _CONFIG_KEYS = frozenset(
 _TYPE = "retrievo.text.Analyzer"
 _TOKENIZER = "lucene-standard"
 _POSSESSIVE_QUOTES = "'\u2019\uff07"
-
-
-class AnalyzerConfigError(ValueError):
-    """An analyzer configuration is invalid (unknown stemmer, bad option...)."""
 
 
 def _snowball_algorithms() -> Tuple[str, ...]:
