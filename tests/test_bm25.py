@@ -173,3 +173,23 @@ def test_parameters_change_scores(scifact_index, scifact):
     other = BM25(scifact_index, k1=1.2, b=0.75)(queries)
     assert not np.array_equal(base.scores, other.scores)
     assert str(BM25(scifact_index, k1=1.2, b=0.75, k=100)) == "bm25(k1=1.2,b=0.75) % 100"
+
+
+def test_top_k_selection_equals_a_full_sort():
+    from retrievo.retrieve.topk import _top_k_sorted
+
+    rng = np.random.default_rng(7)
+    hist = np.zeros(2048, dtype=np.int64)
+    for trial in range(300):
+        c = int(rng.integers(1, 5000))
+        k = int(rng.integers(1, 1500))
+        if trial % 3 == 0:  # many equal scores, ties told apart by the low (id rank) bits
+            keys = (rng.integers(0, 40, c).astype(np.uint64) << np.uint64(32)) | rng.permutation(c).astype(np.uint64)
+        elif trial % 3 == 1:
+            keys = rng.integers(0, 2**63, c, dtype=np.int64).astype(np.uint64)
+        else:  # all keys within a narrow band
+            keys = np.uint64(2**62) + rng.permutation(c).astype(np.uint64)
+        work, tmp = keys.copy(), np.empty(c, dtype=np.uint64)
+        n = _top_k_sorted(work, c, k, tmp, hist)
+        assert n == min(k, c)
+        np.testing.assert_array_equal(work[:n], np.sort(keys)[:n])
