@@ -354,7 +354,11 @@ class Rankings(Sequence[RankedList]):
         return Rankings.from_lists(self.queries.subset(qids), lists, self.costs)
 
     def with_costs(self, costs: Sequence[Cost]) -> "Rankings":
-        return Rankings(self.queries, self.doc_ids, self.scores, self.offsets, costs)
+        # same (already validated, read-only) arrays: skip the constructor's checks
+        out = object.__new__(Rankings)
+        out.queries, out.doc_ids, out.scores, out.offsets = self.queries, self.doc_ids, self.scores, self.offsets
+        out.costs = tuple(costs)
+        return out
 
     def with_queries(self, queries: Queries) -> "Rankings":
         """Same results under another batch of queries with the same ids (e.g. original

@@ -85,6 +85,7 @@ class InvertedIndex:
         self._vocab: dict[str, int] | None = None
         self._id_map: dict[str, int] | None = None
         self._cache: dict[str, Any] = {}
+        self.version = 0  # bumped on every change, so searchers know to refresh derived arrays
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -289,6 +290,7 @@ class InvertedIndex:
         return new
 
     def _invalidate(self) -> None:
+        self.version += 1
         self._cache.clear()
         self._id_map = None
 

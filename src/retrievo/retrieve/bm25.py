@@ -184,8 +184,7 @@ class BM25(Stage):
 
     # search-time arrays are built once per index generation
     def _arrays(self):
-        key = (id(self.index), self.index.generation, len(self.index.segments), self.index.total_docs,
-               self.index.live is None or int(self.index.live.sum()))
+        key = (id(self.index), self.index.version)
         if self._state.get("key") != key:
             index = self.index
             impacts = segment_impacts(index, self.params)
@@ -209,7 +208,7 @@ class BM25(Stage):
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
-                               ids=index.doc_ids)
+                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab)
         return self._state
 
     def query_terms(self, text: str) -> Counter[str]:
@@ -219,7 +218,7 @@ class BM25(Stage):
     def transform(self, inp: Queries | Rankings) -> Rankings:
         queries = as_queries(inp)
         st = self._arrays()
-        vocab = self.index.vocab
+        vocab = st["vocab"]
         q_terms: list[int] = []
         q_weights: list[float] = []
         q_ptr = np.zeros(len(queries) + 1, dtype=np.int64)
@@ -239,7 +238,7 @@ class BM25(Stage):
 
             threads = min(threads, numba.config.NUMBA_NUM_THREADS)
             numba.set_num_threads(threads)
-        k = min(self.k, self.index.total_docs)
+        k = min(self.k, st["n_docs"])
         out_docs, out_scores, counts = search_postings(
             q_ptr, np.asarray(q_terms, dtype=np.int64), np.asarray(q_weights, dtype=np.float32),
             st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"], st["by_rank"], k,
@@ -258,8 +257,9 @@ class BM25(Stage):
         # one workspace per calling Python thread, so concurrent callers never share buffers
         local = self._state.setdefault("local", threading.local())
         work = getattr(local, "work", None)
-        if work is None or work.n_docs != self.index.total_docs or work.threads < threads:
-            work = local.work = Workspace(self.index.total_docs, threads)
+        n_docs = self._state["n_docs"]
+        if work is None or work.n_docs != n_docs or work.threads < threads:
+            work = local.work = Workspace(n_docs, threads)
         return work
 
     def with_cutoff(self, k: int) -> "BM25":
