@@ -1,7 +1,35 @@
-"""retrievo: one toolkit for LLM-era search — rewrite, retrieve, rerank, read, evaluate."""
+"""retrievo: one toolkit for LLM-era search — rewrite, retrieve, rerank, read, evaluate.
+
+The core types import eagerly; the heavier entry points (index, retrievers, evaluation)
+load on first use, so ``import retrievo`` stays cheap.
+"""
+
+from importlib import import_module
 
 from retrievo.types import Cost, Document, Qrels, Queries, Query, RankedList, Rankings
 
 __version__ = "0.1.0"
 
-__all__ = ["Cost", "Document", "Qrels", "Queries", "Query", "RankedList", "Rankings", "__version__"]
+_LAZY = {
+    "InvertedIndex": "retrievo.index",
+    "BM25": "retrievo.retrieve",
+    "BeirDataset": "retrievo.data",
+    "open_collection": "retrievo.data",
+    "evaluate": "retrievo.evaluate",
+    "Experiment": "retrievo.evaluate",
+    "parse": "retrievo.pipeline",
+    "fuse": "retrievo.pipeline",
+    "Stage": "retrievo.pipeline",
+    "Analyzer": "retrievo.text",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'retrievo' has no attribute {name!r}")
+
+
+__all__ = ["Cost", "Document", "Qrels", "Queries", "Query", "RankedList", "Rankings", "__version__", *_LAZY]

@@ -294,6 +294,8 @@ class Registry:
         self.factories[name] = (factory, help)
 
     def build(self, name: str, ctx: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Stage:
+        if name not in self.factories and self is REGISTRY:
+            import retrievo.retrieve  # noqa: F401  (built-in stages register themselves on import)
         if name not in self.factories:
             known = ", ".join(sorted(self.factories)) or "(none registered)"
             raise PipelineSpecError(f"unknown pipeline stage {name!r}; known stages: {known}")
@@ -303,6 +305,8 @@ class Registry:
             raise PipelineSpecError(f"bad arguments for stage {name!r}: {exc}") from exc
 
     def describe(self) -> dict[str, str]:
+        if self is REGISTRY:
+            import retrievo.retrieve  # noqa: F401
         return {n: h for n, (_, h) in sorted(self.factories.items())}
 
 
