@@ -90,11 +90,17 @@ def default_workers() -> int:
 
 
 def analysed_batches(docs: Iterable[DocTuple], analyzer: Analyzer, store: bool, workers: int,
-                     batch_docs: int = 1000) -> Iterator[AnalysedBatch]:
-    """Analysed batches in input order, computed by ``workers`` processes (1: in-process)."""
-    batches = (list(b) for b in iter(lambda it=iter(docs): list(itertools.islice(it, batch_docs)), []))
-    if workers <= 1:
-        for batch in batches:
+                     batch_docs: int = 500) -> Iterator[AnalysedBatch]:
+    """Analysed batches in input order, computed by ``workers`` processes (1: in-process).
+
+    A stream that ends within the first few batches is analysed in-process: starting
+    workers costs more than it saves on a small collection.
+    """
+    stream = iter(docs)
+    batches = iter(lambda: list(itertools.islice(stream, batch_docs)), [])
+    head = list(itertools.islice(batches, 2 * workers))
+    if workers <= 1 or len(head) < 2 * workers:
+        for batch in itertools.chain(head, batches):
             yield analyse_batch(analyzer, batch, store)
         return
     config = analyzer.config()
@@ -103,7 +109,7 @@ def analysed_batches(docs: Iterable[DocTuple], analyzer: Analyzer, store: bool, 
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
-        for batch in batches:
+        for batch in itertools.chain(head, batches):
             pending.append(pool.submit(analyse_batch, config, batch, store))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()

@@ -263,7 +263,7 @@ class InvertedIndex:
         vocab = growing_vocab(self.vocab)
         stream = document_tuples(documents, set(self._ids_to_global()) if self.segments else set())
         batches = analysed_batches(_progress(stream, progress, total, "indexing"), self.analyzer, store,
-                                   default_workers() if workers is None else workers, min(1000, segment_docs))
+                                   default_workers() if workers is None else workers, min(500, segment_docs))
         builder = SegmentBuilder(vocab, store)
         new: list[Segment] = []
 
