@@ -97,3 +97,33 @@ def test_eval_and_compare_on_scifact(shared_data, tmp_path):
     assert (tmp_path / "cmp" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert "bm25(k1=1.2,b=0.75)" in json.dumps(data)
+
+
+def test_eval_on_an_ir_datasets_id(monkeypatch):
+    """`irds:<id>` goes through the ir_datasets bridge (a stand-in module: no download here)."""
+    import collections
+    import sys
+    import types
+
+    Doc = collections.namedtuple("Doc", ["doc_id", "title", "text"])
+    Query = collections.namedtuple("Query", ["query_id", "text"])
+    Qrel = collections.namedtuple("Qrel", ["query_id", "doc_id", "relevance", "iteration"])
+
+    class Dataset:
+        def docs_iter(self):
+            return iter([Doc("d1", "wings", "lift of swept wings"), Doc("d2", "flow", "boundary layer flow"),
+                         Doc("d3", "heat", "heat transfer at high speed")])
+
+        def queries_iter(self):
+            return iter([Query("q1", "lift of wings"), Query("q2", "boundary layer")])
+
+        def qrels_iter(self):
+            return iter([Qrel("q1", "d1", 1, "0"), Qrel("q2", "d2", 1, "0")])
+
+    fake = types.ModuleType("ir_datasets")
+    fake.load = lambda name: Dataset() if name == "toy/test" else {}[name]
+    monkeypatch.setitem(sys.modules, "ir_datasets", fake)
+    out = invoke("eval", "irds:toy/test", "--json", "-m", "nDCG@10")
+    assert json.loads(out.stdout) == {"nDCG@10": 1.0}
+    out = runner.invoke(app, ["eval", "irds:nope", "--json"])
+    assert out.exit_code == 2 and "no dataset 'nope'" in out.output

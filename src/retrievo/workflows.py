@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrievo.data import BeirDataset, PydocCorpus, open_collection
+from retrievo.data import BeirDataset, IrDataset, PydocCorpus, load_ir_dataset, open_collection
 from retrievo.errors import DataFormatError
 from retrievo.evaluate import DEFAULT_METRICS, evaluate
 from retrievo.index import InvertedIndex
@@ -24,6 +24,7 @@ from retrievo.types import Queries, Rankings
 import retrievo.retrieve  # noqa: F401  (registers the retrievers' pipeline names)
 
 BUILTIN = "pydoc"
+IRDS_PREFIX = "irds:"  # e.g. "irds:beir/scifact/test" — an ir_datasets id (needs retrievo[datasets])
 
 
 def is_index(path: str | Path) -> bool:
@@ -31,9 +32,12 @@ def is_index(path: str | Path) -> bool:
 
 
 def open_source(source: str | Path | None):
-    """A document collection for ``source``; None or ``"pydoc"`` means the built-in corpus."""
+    """A document collection for ``source``: None or ``"pydoc"`` is the built-in corpus,
+    ``"irds:<id>"`` an ir_datasets dataset, anything else a path (see ``open_collection``)."""
     if source is None or str(source) == BUILTIN:
         return PydocCorpus()
+    if str(source).startswith(IRDS_PREFIX):
+        return load_ir_dataset(str(source)[len(IRDS_PREFIX):])
     return open_collection(source)
 
 
@@ -98,10 +102,12 @@ class EvalReport:
 def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, split: str = "test",
                       metrics: Sequence[str] = DEFAULT_METRICS, index: str | Path | InvertedIndex | None = None,
                       keep_self_hits: bool = False, per_query: bool = False, progress: bool = False) -> EvalReport:
-    """Evaluate a pipeline on a BEIR folder's split (BEIR convention: self-hits dropped)."""
-    dataset = BeirDataset(data_dir)
-    queries = dataset.queries(split)
-    qrels = dataset.qrels(split)
+    """Evaluate a pipeline on a BEIR folder's split, or on an ``irds:<id>`` dataset (whose
+    id names the split). BEIR convention: self-hits dropped unless ``keep_self_hits``."""
+    dataset = open_source(data_dir) if str(data_dir).startswith(IRDS_PREFIX) else BeirDataset(data_dir)
+    split_arg = None if isinstance(dataset, IrDataset) else split
+    queries = dataset.queries(split_arg)
+    qrels = dataset.qrels(split_arg)
     if isinstance(index, InvertedIndex):
         idx = index
     elif index is not None:

@@ -161,7 +161,8 @@ def search(
 
 @app.command("eval")
 def eval_cmd(
-    data_dir: Path = typer.Argument(..., help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv)."),
+    data_dir: str = typer.Argument(..., help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv), "
+                                             "or irds:<ir_datasets id> such as irds:beir/scifact/test."),
     pipeline: str = typer.Option("bm25", "--pipeline", "-p", help=PIPELINE_HELP),
     split: str = typer.Option("test", help="Qrels split to evaluate on."),
     metrics: list[str] = typer.Option(["nDCG@10", "R@100", "AP", "RR@10"], "--metric", "-m",
