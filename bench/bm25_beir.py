@@ -389,7 +389,11 @@ def run_worker(args) -> None:
     out = WORKERS[args.worker](docs, queries, args)
     # before evaluation: ir_measures' dicts are not the system's memory
     rss = max(peak_rss_mb(), out.get("tree_peak_mb") or 0.0)
-    metrics = evaluate_run(out.pop("run"), qrels, not args.keep_self_hits)
+    run = out.pop("run")
+    if len(run.queries) < len(queries):
+        # a sample: judge it on its own queries (a judged query missing from the run would count 0)
+        qrels = qrels.subset(run.queries.ids)
+    metrics = evaluate_run(run, qrels, not args.keep_self_hits)
     out.update(metrics, peak_rss_mb=rss, base_rss_mb=base_rss, n_docs=len(docs), n_queries=len(queries), load_s=load_s)
     log(f"[{args.worker}] " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in out.items() if k != "notes"))

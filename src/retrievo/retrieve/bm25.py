@@ -242,7 +242,7 @@ class BM25(Stage):
         out_docs, out_scores, counts = search_postings(
             q_ptr, np.asarray(q_terms, dtype=np.int64), np.asarray(q_weights, dtype=np.float32),
             st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"], st["by_rank"], k,
-            self._workspace(threads))
+            self._workspace(threads), threads)
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]

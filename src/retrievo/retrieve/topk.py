@@ -215,14 +215,15 @@ class Workspace:
 
 def search_postings(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray, indptr: np.ndarray,
                     docs: np.ndarray, imps: np.ndarray, live: np.ndarray | None, id_rank: np.ndarray,
-                    by_rank: np.ndarray, k: int, work: Workspace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    by_rank: np.ndarray, k: int, work: Workspace,
+                    threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` documents for each query.
 
     Query ``q`` is the terms ``q_terms[q_ptr[q]:q_ptr[q+1]]`` with weights ``q_weights``.
     ``indptr`` is ``(segments, vocab+1)``: term ``t`` of segment ``s`` has postings
     ``docs/imps[indptr[s,t]:indptr[s,t+1]]`` (global doc numbers). ``id_rank`` gives each
     document's tie-break rank and ``by_rank`` is its inverse. Queries are split over
-    ``work.threads`` threads. Returns ``(doc numbers [Q,k], scores [Q,k], counts [Q])``.
+    ``threads`` threads (at most ``work.threads``, the buffers' count). Returns ``(doc numbers [Q,k], scores [Q,k], counts [Q])``.
     """
     n_q = len(q_ptr) - 1
     out_docs = np.empty((n_q, k), dtype=np.int32)
@@ -231,10 +232,11 @@ def search_postings(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarra
     use_live = live is not None
     live_arr = live if use_live else np.ones(1, dtype=np.bool_)
     args = (q_ptr, q_terms, q_weights, indptr, docs, imps, live_arr, use_live, id_rank, by_rank, k)
-    if work.threads <= 1 or n_q < 2:
+    threads = min(threads, work.threads, n_q)
+    if threads <= 1:
         _run_chunk(0, n_q, *args, work.acc[0], work.mark[0], work.touched[0], work.keys[0], work.tmp[0],
                    work.hist[0], out_docs, out_scores, counts)
     else:
-        _run_parallel(min(work.threads, n_q), *args, work.acc, work.mark, work.touched, work.keys, work.tmp,
+        _run_parallel(threads, *args, work.acc, work.mark, work.touched, work.keys, work.tmp,
                       work.hist, out_docs, out_scores, counts)
     return out_docs, out_scores, counts
