@@ -246,6 +246,8 @@ class BM25(Stage):
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]
+        elif (counts == k).all():  # every list is full: no compaction needed
+            flat, scores = out_docs.reshape(-1), out_scores.reshape(-1)
         else:
             mask = np.arange(k)[None, :] < counts[:, None]
             flat, scores = out_docs[mask], out_scores[mask]
