@@ -40,6 +40,20 @@ class AnalysedBatch:
     stored_lengths: np.ndarray | None
 
 
+try:  # orjson is several times faster than json for the document store
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency, this is a fallback
+    orjson = None
+
+
+def _dumps(obj: Any) -> bytes:
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj)
+        except TypeError:  # e.g. non-string keys in user metadata: let json coerce them
+            pass
+    return json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8")
+
 _ANALYZERS: dict[str, Analyzer] = {}
 
 
@@ -67,7 +81,7 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
             rec: dict[str, Any] = {"title": title, "text": text}
             if meta:
                 rec["meta"] = dict(meta)
-            stored.append(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
+            stored.append(_dumps(rec) + b"\n")
     return AnalysedBatch(
         [d[0] for d in docs], list(local), np.array(flat, dtype=np.int32), lengths,
         b"".join(stored) if store else None,

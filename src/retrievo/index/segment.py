@@ -24,6 +24,11 @@ from retrievo.errors import CorruptIndexError
 from retrievo.index.atomic import atomic_dir, save_array
 from retrievo.types import Document
 
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
 _ARRAYS = ("indptr", "docs", "tfs", "doclen", "store_offsets")
 
 
@@ -35,7 +40,7 @@ class DocStore:
 
     def get(self, local: int) -> Document:
         a, b = int(self._offsets[local]), int(self._offsets[local + 1])
-        rec = json.loads(self._blob[a:b])
+        rec = _loads(self._blob[a:b])
         return Document(self._ids[local], rec.get("text", ""), rec.get("title", ""), rec.get("meta") or {})
 
 
