@@ -247,3 +247,18 @@ def test_empty_and_stopword_only_documents(tmp_path):
     assert stats["num_docs"] == 4 and stats["doc_count"] == 2  # Lucene counts documents that have terms
     ranked = BM25(idx).search("retrieval documents")
     assert set(ranked.doc_ids) == {"c", "d"}
+
+
+def test_failed_first_build_leaves_nothing_behind(tmp_path, pydoc_docs):
+    def docs_then_duplicate():
+        yield from pydoc_docs[:120]
+        yield pydoc_docs[5]
+
+    target = tmp_path / "new.idx"
+    with pytest.raises(DuplicateIdError):
+        InvertedIndex.build(docs_then_duplicate(), target, segment_docs=50)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    idx = InvertedIndex.build(pydoc_docs[:120], target)  # a retry just works
+    assert len(idx) == 120 and idx.path == target
+    (tmp_path / "empty").mkdir()  # an empty folder made for the index is fine too
+    assert len(InvertedIndex.build(pydoc_docs[:10], tmp_path / "empty")) == 10

@@ -238,23 +238,37 @@ class InvertedIndex:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
         if path.exists() and not (path / "CURRENT").exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} exists and is not a retrievo index; refusing to overwrite it")
-        path.mkdir(parents=True, exist_ok=True)
-        with write_lock(path):
-            remove_temporaries(path / "segments")
-            previous = _read_generation(path) if (path / "CURRENT").exists() else 0
-            index.path, index.generation = path, previous
-            (path / "segments").mkdir(exist_ok=True)
-            index._ingest(documents, store, segment_docs, progress, total, path / "segments", workers)
-            if len(index.segments) > 1:
-                parts = [path / "segments" / s.name for s in index.segments]
-                index = index._merged(path / "segments")
-                index.generation = previous
-                index._commit()
-                for p in parts:
-                    shutil.rmtree(p, ignore_errors=True)
-            else:
-                index._commit()
-        return index
+        if (path / "CURRENT").exists():
+            # replace an index in place: readers keep the old generation until CURRENT flips
+            with write_lock(path):
+                remove_temporaries(path / "segments")
+                index._write_new_generation(documents, path, _read_generation(path), store, segment_docs,
+                                            progress, total, workers)
+            return index
+        # a new index: build beside it and rename into place (rename also replaces an empty
+        # folder the user made for it), so a failed build leaves nothing behind
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(path) as tmp:
+            with write_lock(tmp):
+                index._write_new_generation(documents, tmp, 0, store, segment_docs, progress, total, workers)
+            (tmp / "LOCK").unlink(missing_ok=True)
+        return InvertedIndex.open(path)
+
+    def _write_new_generation(self, documents, path: Path, previous: int, store: bool, segment_docs: int,
+                              progress: bool, total: int | None, workers: int | None) -> None:
+        self.path, self.generation = path, previous
+        (path / "segments").mkdir(exist_ok=True)
+        self._ingest(documents, store, segment_docs, progress, total, path / "segments", workers)
+        if len(self.segments) > 1:
+            parts = [path / "segments" / s.name for s in self.segments]
+            merged = self._merged(path / "segments")
+            self.segments, self.lives = merged.segments, merged.lives
+            self._invalidate()
+            self._commit()
+            for p in parts:
+                shutil.rmtree(p, ignore_errors=True)
+        else:
+            self._commit()
 
     def _ingest(self, documents: Iterable[Document], store: bool, segment_docs: int, progress: bool,
                 total: int | None, folder: Path | None, workers: int | None = None) -> list[Segment]:
