@@ -51,8 +51,9 @@ def test_index_search_delete_merge_round_trip(tmp_path):
                               "BM25 is a bag of words model", "rerankers reorder candidates"]):
         (folder / f"d{i}.txt").write_text(text)
     idx = tmp_path / "idx"
-    out = invoke("index", str(folder), str(idx))
+    out = invoke("index", str(folder), str(idx), "--segment-docs", "2", "--no-merge")
     assert out.exit_code == 0 and "Indexed 4 documents" in out.stdout
+    assert json.loads(invoke("info", str(idx)).stdout)["segments"] == 2
     out = invoke("search", str(idx), "bm25 scoring", "--json", "-k", "5")
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["doc_id"] for r in rows[0]["results"]] == ["d1.txt#1", "d2.txt#1"]

@@ -66,6 +66,13 @@ def test_in_memory_and_on_disk_agree(tmp_path, pydoc_docs):
     assert manifest["format_version"] == 1 and manifest["analyzer"] == mem.analyzer.config()
 
 
+def test_unmerged_segments_search_like_one(tmp_path, pydoc_docs):
+    one = InvertedIndex.build(pydoc_docs)
+    many = InvertedIndex.build(pydoc_docs, tmp_path / "idx", segment_docs=100, merge=False)
+    assert len(many.segments) == 8 and len(InvertedIndex.open(tmp_path / "idx").segments) == 8
+    same_results(BM25(one)(QUERIES), BM25(many)(QUERIES))
+
+
 def test_threads_do_not_change_results(pydoc_docs):
     idx = InvertedIndex.build(pydoc_docs)
     same_results(BM25(idx, threads=1)(QUERIES), BM25(idx, threads=2)(QUERIES))

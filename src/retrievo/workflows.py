@@ -42,7 +42,8 @@ def open_source(source: str | Path | None):
 
 
 def build_index(source: str | Path | None, output: str | Path | None = None, *, analyzer: str | None = None,
-                store: bool = True, progress: bool = False, segment_docs: int | None = None) -> InvertedIndex:
+                store: bool = True, progress: bool = False, segment_docs: int | None = None,
+                merge: bool = True) -> InvertedIndex:
     """Index a collection (see :func:`open_source`), in memory or into ``output``."""
     collection = open_source(source)
     total = None
@@ -54,7 +55,7 @@ def build_index(source: str | Path | None, output: str | Path | None = None, *, 
     if segment_docs:
         kwargs["segment_docs"] = segment_docs
     return InvertedIndex.build(collection.iter_documents(), output, analyzer=analyzer, store=store,
-                               progress=progress, total=total, **kwargs)
+                               progress=progress, total=total, merge=merge, **kwargs)
 
 
 def load_index(source: str | Path | None, *, progress: bool = False, analyzer: str | None = None) -> InvertedIndex:

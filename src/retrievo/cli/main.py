@@ -90,6 +90,8 @@ def index_cmd(
                                                  "or 'snowball:<language>'."),
     store: bool = typer.Option(True, help="Keep document texts in the index (needed for snippets, rerankers)."),
     segment_docs: int = typer.Option(200_000, help="Documents per segment while building (bounds memory)."),
+    merge: bool = typer.Option(True, help="Merge the segments into one at the end (holds all postings in "
+                                          "memory); --no-merge keeps them for collections larger than RAM."),
     add: bool = typer.Option(False, "--add", help="Add the documents to an existing index instead of rebuilding."),
 ) -> None:
     """Build a BM25-ready inverted index on disk (or add documents to one)."""
@@ -106,7 +108,7 @@ def index_cmd(
                        f"in {time.perf_counter() - start:.1f} s.")
             return
         idx = workflows.build_index(None if str(source) == "pydoc" else source, output, analyzer=analyzer,
-                                    store=store, progress=True, segment_docs=segment_docs)
+                                    store=store, progress=True, segment_docs=segment_docs, merge=merge)
         typer.echo(f"Indexed {len(idx):,} documents ({idx.vocab_size:,} terms) into {output} "
                    f"in {time.perf_counter() - start:.1f} s.")
     except (RetrievoError, OSError, FileExistsError) as exc:

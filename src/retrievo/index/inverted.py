@@ -218,19 +218,22 @@ class InvertedIndex:
     def build(cls, documents: Iterable[Document], path: str | Path | None = None, *,
               analyzer: Analyzer | str | dict | None = None, store: bool = True,
               segment_docs: int = DEFAULT_SEGMENT_DOCS, progress: bool = False,
-              total: int | None = None, overwrite: bool = True, workers: int | None = None) -> "InvertedIndex":
+              total: int | None = None, overwrite: bool = True, workers: int | None = None,
+              merge: bool = True) -> "InvertedIndex":
         """Index ``documents`` (any iterable of :class:`Document`, consumed once, streaming).
 
         With ``path`` the index is written there: segments are flushed every
-        ``segment_docs`` documents so memory stays bounded, then merged into one. An
-        existing index at ``path`` is replaced only when the new one is complete.
+        ``segment_docs`` documents so memory stays bounded, then merged into one (the merge
+        holds all postings in memory; ``merge=False`` keeps the segments, which search
+        equally well, for collections too large for that). An existing index at ``path`` is
+        replaced only when the new one is complete.
         ``workers`` processes analyse text (default: one per core; 1 = in-process).
         """
         analyzer = get_analyzer(analyzer)
         index = cls([], [], [], analyzer, None, 0, {"store": store})
         if path is None:
             index._ingest(documents, store, segment_docs, progress, total, None, workers)
-            if len(index.segments) > 1:
+            if merge and len(index.segments) > 1:
                 index = index._merged(None)
             return index
         path = Path(path)
@@ -243,23 +246,23 @@ class InvertedIndex:
             with write_lock(path):
                 remove_temporaries(path / "segments")
                 index._write_new_generation(documents, path, _read_generation(path), store, segment_docs,
-                                            progress, total, workers)
+                                            progress, total, workers, merge)
             return index
         # a new index: build beside it and rename into place (rename also replaces an empty
         # folder the user made for it), so a failed build leaves nothing behind
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(path) as tmp:
             with write_lock(tmp):
-                index._write_new_generation(documents, tmp, 0, store, segment_docs, progress, total, workers)
+                index._write_new_generation(documents, tmp, 0, store, segment_docs, progress, total, workers, merge)
             (tmp / "LOCK").unlink(missing_ok=True)
         return InvertedIndex.open(path)
 
     def _write_new_generation(self, documents, path: Path, previous: int, store: bool, segment_docs: int,
-                              progress: bool, total: int | None, workers: int | None) -> None:
+                              progress: bool, total: int | None, workers: int | None, merge: bool) -> None:
         self.path, self.generation = path, previous
         (path / "segments").mkdir(exist_ok=True)
         self._ingest(documents, store, segment_docs, progress, total, path / "segments", workers)
-        if len(self.segments) > 1:
+        if merge and len(self.segments) > 1:
             parts = [path / "segments" / s.name for s in self.segments]
             merged = self._merged(path / "segments")
             self.segments, self.lives = merged.segments, merged.lives
