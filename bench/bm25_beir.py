@@ -501,7 +501,7 @@ def markdown(results: dict[str, dict], args, info: dict[str, str], command: str)
     notes = [n for r in results.values() for n in r.get("notes", [])]
     if any(r.get("eval_queries", r["n_queries"]) < r["n_queries"] for r in results.values()):
         notes.append("* effectiveness of rank_bm25 on its query sample only")
-    notes.append(f"corpus read + JSON parse (not part of index s): "
+    notes.append("corpus read + JSON parse (not part of index s): "
                  + ", ".join(f"{n} {r['load_s']:.2f} s" for n, r in results.items()))
     notes.append("nDCG@10 / R@100: retrievo.evaluate (ir_measures) for every system, "
                  + ("self hits kept (--keep-self-hits)" if args.keep_self_hits
