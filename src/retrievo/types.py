@@ -45,6 +45,11 @@ class Query:
     meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False)
 
 
+def indexed_text(title: str, text: str) -> str:
+    """Title and text joined the way Pyserini's BEIR "flat" indexes do."""
+    return f"{title} {text}" if title else text
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     doc_id: str
@@ -54,8 +59,8 @@ class Document:
 
     @property
     def contents(self) -> str:
-        """Title and text joined the way Pyserini's BEIR "flat" indexes do."""
-        return f"{self.title} {self.text}" if self.title else self.text
+        """The text that gets indexed (see :func:`indexed_text`)."""
+        return indexed_text(self.title, self.text)
 
 
 class Queries(Sequence[Query]):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from retrievo.text import Analyzer
-from retrievo.types import Document
+from retrievo.types import Document, indexed_text
 
 DocTuple = tuple[str, str, str, "dict[str, Any] | None"]
 
@@ -74,7 +74,7 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
     lengths = np.empty(len(docs), dtype=np.int64)
     stored: list[bytes] = []
     for i, (_, title, text, meta) in enumerate(docs):
-        terms = analyzer(f"{title} {text}" if title else text)
+        terms = analyzer(indexed_text(title, text))
         flat.extend(map(lookup, terms))
         lengths[i] = len(terms)
         if store:
