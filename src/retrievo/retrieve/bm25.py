@@ -19,6 +19,7 @@ and summed by the numba kernel in :mod:`retrievo.retrieve.topk`.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections import Counter
@@ -181,6 +182,7 @@ class BM25(Stage):
         self.params = BM25Params(float(self.k1), float(self.b), self.method, self.delta)
         if self.k < 0:
             raise ConfigError(f"k must be >= 0, got {self.k}")
+        self._arrays()  # impacts now, so the first batch's timing is only search
 
     # search-time arrays are built once per index generation
     def _arrays(self):
@@ -267,8 +269,8 @@ class BM25(Stage):
     def with_cutoff(self, k: int) -> "BM25":
         if k >= self.k:
             return self
-        clone = BM25(self.index, self.k1, self.b, self.method, k, self.delta, self.threads)
-        clone._state = self._state  # share the computed impacts
+        clone = copy.copy(self)  # shares _state: the impacts are not computed again
+        clone.k = k
         return clone
 
     def spec(self) -> str:
