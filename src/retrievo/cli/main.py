@@ -111,7 +111,7 @@ def index_cmd(
                                     store=store, progress=True, segment_docs=segment_docs, merge=merge)
         typer.echo(f"Indexed {len(idx):,} documents ({idx.vocab_size:,} terms) into {output} "
                    f"in {time.perf_counter() - start:.1f} s.")
-    except (RetrievoError, OSError, FileExistsError) as exc:
+    except (RetrievoError, OSError) as exc:  # FileExistsError is an OSError
         _fail(exc)
 
 
