@@ -18,12 +18,12 @@ from retrievo.data import (DEMO_QUERIES, BeirDataset, DocumentCollection, Folder
                            JsonlCorpus, PydocCorpus, documents_from_arrow, documents_from_pandas,
                            documents_to_arrow, documents_to_pandas, is_beir_dir, iter_jsonl,
                            load_ir_dataset, open_collection, read_beir_qrels, read_qrels, read_run,
-                           read_topics, read_tsv_queries, write_beir, write_jsonl, write_qrels,
+                           read_judgments, read_queries, read_topics, read_tsv_queries, write_beir, write_jsonl, write_qrels,
                            write_run, write_tsv_queries)
 from retrievo.data.folder import html_to_text, markdown_title
 from retrievo.data.jsonl import atomic_writer, count_lines, is_gzip
-from retrievo.errors import (ConfigError, DataFormatError, DuplicateIdError, MissingFieldError,
-                             UnknownIdError)
+from retrievo.errors import (ConfigError, DataFormatError, DuplicateIdError, MissingExtraError,
+                             MissingFieldError, UnknownIdError)
 from retrievo.text.chunk import passage_spans, split_passages
 from retrievo.types import Document, Qrels, Queries, Rankings
 
@@ -634,8 +634,18 @@ def test_ir_dataset_trec_topics_use_title_and_keep_the_rest():
 
 def test_missing_ir_datasets_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ir_datasets", None)
-    with pytest.raises(ImportError, match=r"retrievo\[datasets\]"):
+    with pytest.raises(MissingExtraError, match=r"retrievo\[datasets\]"):
         load_ir_dataset("beir/scifact")
+
+
+@pytest.mark.parametrize("module, call", [
+    ("pandas", lambda: documents_to_pandas(DOCS)),
+    ("pyarrow", lambda: documents_to_arrow(DOCS)),
+])
+def test_missing_frame_libraries_are_typed_errors(monkeypatch, module, call):
+    monkeypatch.setitem(sys.modules, module, None)  # import now fails as if not installed
+    with pytest.raises(MissingExtraError, match=r"retrievo\[pandas\]"):
+        call()
 
 
 # --------------------------------------------------------------------------------------
@@ -746,3 +756,55 @@ def test_llmjudge_trec_files(shared_data):
     dev = read_qrels(folder / "qrels" / "dev_human.txt")
     assert len(dev) == 7263 and len(dev.query_ids) == 25
     assert len(read_qrels(folder / "qrels" / "test_human.txt")) == 4423
+
+
+# --------------------------------------------------------------------------------------
+# Format detection: read_queries / read_judgments
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, content, compress", [
+    ("q.jsonl", '{"_id": "1", "text": "swept wings"}\n{"_id": "2", "text": "heat flux"}\n', False),
+    ("q.jsonl.gz", '{"_id": "1", "text": "swept wings"}\n{"_id": "2", "text": "heat flux"}\n', True),
+    ("renamed.txt", '{"_id": "1", "text": "swept wings"}\n{"_id": "2", "text": "heat flux"}\n', False),
+    ("q.tsv", "qid\ttext\n1\tswept wings\n2\theat flux\n", False),
+    ("q.txt", "1\tswept wings\n2\theat flux\n", False),
+    ("topics.txt", "<top>\n<num> Number: 1\n<title> swept wings\n</top>\n"
+                   "<top>\n<num> Number: 2\n<title> heat flux\n</top>\n", False),
+    ("topics.tsv", "<top>\n<num> 1\n<title> swept wings\n</top>\n<top>\n<num> 2\n<title> heat flux\n</top>\n", False),
+])
+def test_read_queries_detects_format_from_content(tmp_path, name, content, compress):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(content.encode()) if compress else content.encode())
+    queries = read_queries(path)
+    assert list(queries.ids) == ["1", "2"] and list(queries.texts) == ["swept wings", "heat flux"]
+
+
+def test_read_queries_rejects_what_it_cannot_classify(tmp_path):
+    path = write_lines(tmp_path / "q.txt", ["just some words", "more words"])
+    with pytest.raises(DataFormatError, match="cannot tell the query format") as info:
+        read_queries(path)
+    assert_names(info.value, path, None)
+    with pytest.raises(DataFormatError, match="no such file"):
+        read_queries(tmp_path / "missing.tsv")
+    with pytest.raises(ConfigError, match="unknown query format"):
+        read_queries(path, format="xml")
+    topics = write_lines(tmp_path / "t.txt", ["<top>", "<num> 7", "<title> wings", "<desc> about wings", "</top>"])
+    assert read_queries(topics, field="desc").texts == ("about wings",)
+
+
+def test_read_judgments_accepts_trec_and_beir(tmp_path):
+    trec = write_lines(tmp_path / "qrels.txt", ["1 0 d1 1", "1 0 d2 0", "2 0 d3 2"])
+    beir = write_lines(tmp_path / "test.tsv", ["query-id\tcorpus-id\tscore", "1\td1\t1", "1\td2\t0", "2\td3\t2"])
+    headless = write_lines(tmp_path / "plain.tsv", ["1\td1\t1", "1\td2\t0", "2\td3\t2"])
+    expected = {"1": {"d1": 1, "d2": 0}, "2": {"d3": 2}}
+    for path in (trec, beir, headless):
+        assert read_judgments(path).to_dict() == expected
+    bad = write_lines(tmp_path / "bad.txt", ["1 d1"])
+    with pytest.raises(DataFormatError, match="cannot tell the qrels format") as info:
+        read_judgments(bad)
+    assert_names(info.value, bad, 1)
+    with pytest.raises(DataFormatError, match="empty qrels file"):
+        read_judgments(write_lines(tmp_path / "empty.txt", [""]))
+    with pytest.raises(DataFormatError, match="expected 4 columns"):  # a forced format is strict
+        read_judgments(beir, format="trec")

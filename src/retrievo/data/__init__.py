@@ -2,7 +2,8 @@
 
 ``open_collection(path)`` is the one entry point most code needs: it recognises a BEIR
 folder, a single JSONL corpus file or a folder of text/Markdown/HTML files and returns a
-streaming :class:`DocumentCollection`. Format-specific readers and writers live in the
+streaming :class:`DocumentCollection`; ``read_queries`` and ``read_judgments`` do the same for
+query and qrels files. Format-specific readers and writers live in the
 submodules (``beir``, ``trec``, ``jsonl``, ``folder``, ``irds``, ``frames``).
 """
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from retrievo.data.beir import (BeirDataset, JsonlCorpus, is_beir_dir, read_beir_qrels,
                                 read_queries_jsonl, write_beir)
 from retrievo.data.collection import DocumentCollection, batched
+from retrievo.data.detect import (detect_qrels_format, detect_queries_format, read_judgments,
+                                  read_queries)
 from retrievo.data.folder import FOLDER_EXTENSIONS, FolderCollection
 from retrievo.data.frames import (documents_from_arrow, documents_from_pandas, documents_to_arrow,
                                   documents_to_pandas)
@@ -64,6 +67,8 @@ __all__ = [
     "PydocCorpus",
     "atomic_writer",
     "batched",
+    "detect_qrels_format",
+    "detect_queries_format",
     "documents_from_arrow",
     "documents_from_pandas",
     "documents_to_arrow",
@@ -73,7 +78,9 @@ __all__ = [
     "load_ir_dataset",
     "open_collection",
     "read_beir_qrels",
+    "read_judgments",
     "read_qrels",
+    "read_queries",
     "read_queries_jsonl",
     "read_run",
     "read_topics",

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from retrievo.errors import MissingFieldError
+from retrievo.errors import MissingExtraError, MissingFieldError
 from retrievo.types import Document
 
 CORE_COLUMNS = ("docno", "title", "text")
@@ -23,7 +23,8 @@ def _require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{module} is not installed; install it with: pip install 'retrievo[pandas]'") from None
+        raise MissingExtraError(f"{module} is not installed; install it with: "
+                                "pip install 'retrievo[pandas]'") from None
 
 
 def _columns(documents: Iterable[Document]) -> dict[str, list[Any]]:

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from retrievo.data.collection import BatchingMixin
-from retrievo.errors import ConfigError, DataFormatError, UnknownIdError
+from retrievo.errors import ConfigError, DataFormatError, MissingExtraError, UnknownIdError
 from retrievo.types import Document, Qrels, Queries
 
 DOC_TEXT_FIELDS = ("text", "body", "passage", "contents", "abstract")
@@ -24,8 +24,8 @@ def _import_ir_datasets():
     try:
         import ir_datasets
     except ImportError:
-        raise ImportError("ir_datasets is not installed; install it with: "
-                          "pip install 'retrievo[datasets]'") from None
+        raise MissingExtraError("ir_datasets is not installed; install it with: "
+                                "pip install 'retrievo[datasets]'") from None
     return ir_datasets
 
 
