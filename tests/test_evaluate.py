@@ -21,8 +21,11 @@ from retrievo.evaluate import (
     Experiment,
     ExperimentResult,
     MetricError,
+    Protocol,
     correct,
     evaluate,
+    evaluate_run,
+    mean_difference_ci,
     paired_test,
     parse_metrics,
     per_query_frame,
@@ -477,3 +480,154 @@ def test_subset_of_queries_and_drop_self_hits():
                          drop_self_hits=True).run()
     assert kept.rows[0]["RR"] == 1.0
     assert dropped.rows[0]["RR"] == pytest.approx(evaluate(BASE_RUN, qrels, ["RR"])["RR"])
+
+
+def test_plot_has_a_paired_difference_panel(result):
+    """Second panel: sorted per-query differences vs the baseline, mean and 95% t CI."""
+    fig = result.figure("map")
+    assert len(fig.axes) == 2
+    diff_ax = fig.axes[1]
+    labels = [t.get_text() for t in diff_ax.get_legend().get_texts()]
+    assert [label.split(":")[0] for label in labels] == ["good", "bad", "copy"]
+    for system, label in zip(["good", "bad", "copy"], labels):
+        diffs = result.differences("AP", system)
+        values = np.array(list(diffs.values()))
+        assert f"mean {values.mean():+.3f}" in label
+        assert f"{int((values > 0).sum())} up, {int((values < 0).sum())} down" in label
+        line = next(l for l in diff_ax.get_lines() if l.get_label() == label)
+        assert np.allclose(line.get_ydata(), np.sort(values))  # sorted per system
+    ci = stats.ttest_rel(list(result.differences("AP", "good").values()), np.zeros(N_Q)).confidence_interval()
+    assert f"[{ci.low:+.3f}, {ci.high:+.3f}]" in labels[0]
+    single = Experiment([FixedStage("base", BASE_RUN)], QUERIES, QRELS, metrics=["AP"]).run()
+    assert len(single.figure().axes) == 1  # nothing to difference against
+    with pytest.raises(KeyError, match="no system named"):
+        result.differences("AP", "nope")
+
+
+def test_mean_difference_ci_matches_scipy_paired_t():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(25), rng.random(25)
+    mean, low, high = mean_difference_ci(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert mean == pytest.approx((a - b).mean()) and (low, high) == pytest.approx((ci.low, ci.high))
+    assert all(math.isnan(x) for x in mean_difference_ci([1.0], [0.5])[1:])
+    assert mean_difference_ci([1.0, 2.0], [0.0, 1.0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ConfigError):
+        mean_difference_ci(a, b, level=1.5)
+
+
+# --------------------------------------------------------------------------------------
+# warm-up, protocol, evaluate_run, the callable package
+# --------------------------------------------------------------------------------------
+
+
+class SlowFirstCall(FixedStage):
+    """Pays a one-off cost on its first call, like numba compiling the BM25 kernels."""
+
+    def __init__(self, name, run, delay):
+        super().__init__(name, run)
+        self.delay, self.calls = delay, 0
+
+    def transform(self, inp):
+        import time
+
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.delay)
+        return super().transform(inp)
+
+
+def test_experiment_warms_systems_up_outside_the_timing():
+    slow = SlowFirstCall("base", BASE_RUN, delay=0.3)
+    res = Experiment([slow, FixedStage("good", GOOD_RUN)], QUERIES, QRELS, metrics=["AP"], names=["a", "b"]).run()
+    assert slow.calls == 2 and res["a"]["s_per_query"] < 0.3 / N_Q / 3  # the warm-up call was not timed
+    assert res.protocol.options["warmup"] is True
+    cold = SlowFirstCall("base", BASE_RUN, delay=0.3)
+    res = Experiment([cold], QUERIES, QRELS, metrics=["AP"], warmup=False).run()
+    assert cold.calls == 1 and res["base"]["s_per_query"] >= 0.3 / N_Q
+
+
+def test_experiment_result_carries_its_protocol(result, tmp_path):
+    p = result.protocol
+    assert p.pipelines == ["base", "good", "bad", "run4"]  # stage specs; precomputed rankings get run<i>
+    assert p.options["systems"] == ["base", "good", "bad", "copy"] and p.options["baseline"] == "base"
+    assert p.options["metrics"] == ["nDCG@10", "RR", "AP"] and p.options["num_queries"] == N_Q
+    assert p.options["self_hits"] == "kept" and p.options["depth"] == 22
+    assert p.options["tie_break"]["ranking"] == "score desc, doc id asc"
+    assert p.options["test"] == "t" and p.options["correction"] == "holm" and p.models == []
+    assert p.versions["ir_measures"] == ir_measures.__version__ and p.versions["pytrec_eval"]
+    assert result.to_json()["protocol"]["options"]["metrics"] == ["nDCG@10", "RR", "AP"]
+    line = p.summary()
+    assert "\n" not in line and "self-hits kept" in line and "depth 22" in line and "30 queries" in line
+    written = p.write_beside(tmp_path / "run.trec")
+    assert written.name == "run.trec.protocol.json" and Protocol.read(written) == p
+
+
+def test_protocol_hashes_the_dataset_files(tmp_path):
+    import hashlib
+
+    from retrievo.data import BeirDataset, write_beir
+    from retrievo.types import Document
+
+    docs = [Document(f"rel{i}", f"text {i}") for i in range(N_Q)]
+    write_beir(tmp_path / "ds", docs, QUERIES, {"test": Qrels.from_dict(QRELS)})
+    ds = BeirDataset(tmp_path / "ds")
+    res = Experiment([FixedStage("base", BASE_RUN)], ds.queries("test"), ds.qrels("test"), metrics=["AP"],
+                     dataset=ds, split="test", drop_self_hits=True).run()
+    data = res.protocol.data
+    for key, path in (("corpus", ds.corpus.path), ("queries", tmp_path / "ds" / "queries.jsonl"),
+                      ("qrels", tmp_path / "ds" / "qrels" / "test.tsv")):
+        assert data[key]["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    assert res.protocol.options["self_hits"] == "dropped" and res.protocol.options["split"] == "test"
+    assert "sha256 corpus " in res.protocol.summary()
+
+
+def test_evaluate_run_from_files_in_either_qrels_format(tmp_path):
+    from retrievo.data import write_qrels, write_run
+
+    run = Rankings.from_dict(GOOD_RUN, QUERIES)
+    run_path = write_run(tmp_path / "run.trec", run)
+    trec_qrels = write_qrels(tmp_path / "qrels.txt", Qrels.from_dict(QRELS))
+    beir_qrels = tmp_path / "test.tsv"
+    beir_qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, docs in QRELS.items() for d, r in docs.items()))
+    expected = evaluate(GOOD_RUN, QRELS, ["nDCG@10", "AP"])
+    for qrels_path in (trec_qrels, beir_qrels):
+        res = evaluate_run(run_path, qrels_path, ["nDCG@10", "AP"], per_query=True)
+        assert res.metrics == pytest.approx(expected) and res.num_queries == N_Q
+        assert set(res.per_query["AP"]) == set(QRELS)
+        assert res.protocol.data["qrels"]["path"] == str(qrels_path)
+        assert len(res.protocol.data["run"]["sha256"]) == 64
+    in_memory = evaluate_run(run, QRELS, "AP")
+    assert in_memory.per_query is None and in_memory.metrics["AP"] == pytest.approx(expected["AP"])
+    assert in_memory.protocol.data == {}
+
+
+def test_evaluate_run_without_common_queries_is_a_typed_error():
+    with pytest.raises(EvaluationError, match="no query in common"):
+        evaluate_run({"other": {"d": 1.0}}, QRELS, "AP")
+    with pytest.raises(EvaluationError, match="no query in common"):
+        evaluate_run({}, QRELS, "AP")
+
+
+@pytest.mark.parametrize("statement", [
+    "from retrievo import Experiment, evaluate",
+    "from retrievo import evaluate, Experiment",
+    "import retrievo.evaluate.metrics; from retrievo import evaluate",
+    "import retrievo; retrievo.Experiment; from retrievo import evaluate",
+    "from retrievo import evaluate; import retrievo.evaluate",
+    "from retrievo import evaluate_run as _r; from retrievo import evaluate",
+])
+def test_from_retrievo_import_evaluate_is_callable_in_every_import_order(statement):
+    """`from retrievo import evaluate` must not depend on whether the subpackage was
+    imported first (which binds the module over the function); fresh interpreters, since
+    the order of first imports is what matters."""
+    import subprocess
+    import sys
+
+    code = (f"{statement}\nimport retrievo\n"
+            "print(evaluate({'q': {'d': 1.0, 'e': 0.5}}, {'q': {'e': 1}}, ['RR'])['RR'], "
+            "retrievo.evaluate.Experiment.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0.5", "Experiment"]

@@ -15,7 +15,10 @@ _LAZY = {
     "BM25": "retrievo.retrieve",
     "BeirDataset": "retrievo.data",
     "open_collection": "retrievo.data",
-    "evaluate": "retrievo.evaluate",
+    "read_queries": "retrievo.data",
+    "read_judgments": "retrievo.data",
+    "evaluate": "retrievo.evaluate",  # the callable module itself; see retrievo/evaluate/__init__.py
+    "evaluate_run": "retrievo.evaluate",
     "Experiment": "retrievo.evaluate",
     "parse": "retrievo.pipeline",
     "fuse": "retrievo.pipeline",
@@ -25,6 +28,13 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    if name == "evaluate":
+        # The name is also a subpackage, which the import system binds here as soon as it is
+        # imported by any route; so ``retrievo.evaluate`` is always the module, made callable
+        # as the evaluate() function (see retrievo/evaluate/__init__.py).
+        value = import_module("retrievo.evaluate")
+        globals()[name] = value
+        return value
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -16,6 +16,13 @@ Choices, stated once:
 * Cost: mean seconds per query is the sum of the rankings' :class:`~retrievo.types.Cost`
   records divided by the number of queries; for a plain callable without cost records the
   wall time of the call is used; precomputed rankings without costs report NaN.
+* Warm-up (``warmup=True``, the default): every callable system first answers the first
+  query once, untimed. Otherwise whichever system runs first pays one-off costs — numba
+  compiling the BM25 kernels, caches filling, pages of a memory-mapped index being read —
+  and the baseline looks several times slower than an identical system run after it.
+* Protocol: the result carries a :class:`~retrievo.evaluate.protocol.Protocol` naming the
+  systems' specs, the dataset's file hashes (``dataset=``/``split=``), the index identity
+  (``index=``) and the rules (self-hits, depth, tie-breaking, metrics, test, correction).
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from retrievo.evaluate.metrics import (
     evaluate,
     metric_names,
 )
-from retrievo.evaluate.significance import canonical_correction, canonical_test, correct, paired_test
+from retrievo.evaluate.protocol import Protocol, dataset_identity, rankings_depth, stage_models
+from retrievo.evaluate.significance import (canonical_correction, canonical_test, correct, mean_difference_ci,
+                                           paired_test)
 from retrievo.types import Queries, Rankings
 
 System = Rankings | Callable[[Queries], Rankings]
@@ -87,6 +96,7 @@ class ExperimentResult:
     correction: str
     alpha: float
     raw_pvalues: dict[str, dict[str, float]] = field(default_factory=dict)
+    protocol: Protocol | None = None
 
     # access ---------------------------------------------------------------------------
     def __getitem__(self, system: str) -> dict[str, Any]:
@@ -167,6 +177,8 @@ class ExperimentResult:
                                "correction": self.correction, "alpha": self.alpha, "systems": systems}
         if per_query:
             out["per_query"] = self.per_query
+        if self.protocol is not None:
+            out["protocol"] = self.protocol.to_dict()
         return out
 
     def to_pandas(self, per_query: bool = False):
@@ -183,8 +195,20 @@ class ExperimentResult:
         return pd.DataFrame(self.rows, columns=self.columns())
 
     def plot(self, path: str | Path, metric: str | None = None, dpi: int = 120) -> Path:
-        """Write a PNG: a bar per system for ``metric`` (default: the first) with the
-        per-query values as jittered points; significance markers above the bars."""
+        """Write :meth:`figure` for ``metric`` as a PNG to ``path``."""
+        path = Path(path)
+        self.figure(metric).savefig(path, format="png", dpi=dpi)
+        return path
+
+    def figure(self, metric: str | None = None):
+        """A matplotlib ``Figure`` for ``metric`` (default: the first).
+
+        Left panel: a bar per system (its mean) with the per-query values as jittered points
+        and significance markers. Right panel (when there is a baseline and another system):
+        each system's per-query differences against the baseline, sorted, with the mean
+        difference and its 95% t confidence interval as a band — how many queries gain or
+        lose, by how much, and how sure the mean gain is, which the means alone hide.
+        """
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
@@ -195,9 +219,12 @@ class ExperimentResult:
         name = self.metrics[0] if metric is None else metric_names(metric)[0]
         if name not in self.metrics:
             raise ConfigError(f"metric {name!r} was not evaluated; choose from {', '.join(self.metrics)}")
-        fig = Figure(figsize=(max(4.0, 1.2 * len(self.names) + 2), 4.0))
+        others = [n for n in self.names if n != self.baseline] if self.baseline is not None else []
+        panels = 2 if others else 1
+        width = max(4.0, 1.2 * len(self.names) + 2)
+        fig = Figure(figsize=(width + (5.5 if panels == 2 else 0.0), 4.2))
         FigureCanvasAgg(fig)  # Agg canvas without touching pyplot's global backend
-        ax = fig.add_subplot(1, 1, 1)
+        ax = fig.add_subplot(1, panels, 1)
         xs = np.arange(len(self.names))
         heights = [row[name] for row in self.rows]
         colors = ["#9e9e9e" if row["baseline"] else "#4c72b0" for row in self.rows]
@@ -219,10 +246,46 @@ class ExperimentResult:
         ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
         legend = f"+/−: significant vs {self.baseline} ({self.test}, {self.correction})" if self._legend() else ""
         ax.set_title(f"{name} per system" + (f"\n{legend}" if legend else ""), fontsize=9)
+        if others:
+            self._plot_differences(fig.add_subplot(1, 2, 2), name, others)
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, format="png", dpi=dpi)
-        return path
+        return fig
+
+    def differences(self, metric: str, system: str) -> dict[str, float]:
+        """Per-query ``system - baseline`` values of ``metric`` (paired by query id)."""
+        if self.baseline is None:
+            raise ConfigError("differences need a baseline; run the experiment with baseline=...")
+        name = metric_names(metric)[0]
+        base = self.per_query[self.baseline][name]
+        self[system]  # an unknown name raises KeyError listing the systems
+        mine = self.per_query[system][name]
+        return {q: mine[q] - base[q] for q in base if q in mine}
+
+    def _plot_differences(self, ax, name: str, others: list[str]) -> None:
+        import numpy as np
+
+        palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for i, system in enumerate(others):
+            color = palette[i % len(palette)]
+            diffs = self.differences(name, system)
+            values = np.sort(np.fromiter(diffs.values(), dtype=float))
+            if not len(values):
+                continue
+            xs = np.linspace(0.0, 1.0, len(values)) if len(values) > 1 else np.array([0.5])
+            mean, low, high = mean_difference_ci(self.per_query[system][name], self.per_query[self.baseline][name])
+            wins, losses = int((values > 0).sum()), int((values < 0).sum())
+            ci = "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
+            label = f"{system}: mean {mean:+.3f}{ci}; {wins} up, {losses} down"
+            ax.plot(xs, values, drawstyle="steps-mid", color=color, linewidth=1.2, label=label)
+            ax.axhline(mean, color=color, linestyle="--", linewidth=1.0)
+            if not math.isnan(low):
+                ax.axhspan(low, high, color=color, alpha=0.15, linewidth=0)
+        ax.set_xlabel("queries, sorted by difference (fraction)")
+        ax.set_ylabel(f"{name} − {self.baseline}")
+        ax.set_title(f"per-query difference vs {self.baseline}\n(dashed: mean, band: 95% t confidence interval)",
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
 
 
 def _fmt_p(p: float) -> str:
@@ -239,7 +302,10 @@ class Experiment:
     ``systems``: a list or ``{name: system}`` dict; a system is a pipeline / any callable
     ``Queries -> Rankings``, or precomputed :class:`Rankings`. ``baseline`` is an index or a
     name (None: no tests). ``test``/``correction`` are those of :func:`paired_test` and
-    :func:`correct`. ``names`` overrides the names of a list of systems.
+    :func:`correct`. ``names`` overrides the names of a list of systems. ``warmup`` runs
+    each callable system once on the first query before timing it (see the module notes).
+    ``dataset`` (a BeirDataset or IrDataset), ``split`` and ``index`` only feed the result's
+    protocol: the file hashes and index identity that make its numbers reproducible.
     """
 
     def __init__(
@@ -254,6 +320,10 @@ class Experiment:
         alpha: float = 0.05,
         drop_self_hits: bool = False,
         names: Sequence[str] | None = None,
+        warmup: bool = True,
+        dataset: Any = None,
+        split: str | None = None,
+        index: Any = None,
     ):
         if isinstance(systems, Mapping):
             if names is not None:
@@ -272,7 +342,10 @@ class Experiment:
                 raise ConfigError(f"a system must be a pipeline, a callable Queries -> Rankings or Rankings, "
                                   f"got {type(s).__name__}")
         self.systems = systems
+        self.specs = [_system_name(s, i) for i, s in enumerate(systems)]
         self.names = _unique([str(n) for n in names])
+        self.warmup = bool(warmup)
+        self.dataset, self.split, self.index = dataset, split, index
         self.queries = Queries.of(queries)
         self.metrics = metric_names(metrics)
         self.baseline = self._baseline_index(baseline)
@@ -305,6 +378,8 @@ class Experiment:
         if isinstance(system, Rankings):
             rankings, wall = system, math.nan
         else:
+            if self.warmup and len(self.queries):
+                system(self.queries[:1])  # one-off costs (JIT, caches) stay out of the timing
             start = time.perf_counter()
             rankings = system(self.queries)
             wall = time.perf_counter() - start
@@ -321,9 +396,11 @@ class Experiment:
         per_query: dict[str, dict[str, dict[str, float]]] = {}
         seconds: dict[str, float] = {}
         aggregates: dict[str, dict[str, float]] = {}
+        depth = 0
         for name, system in zip(self.names, self.systems):
             rankings, seconds[name] = self._rankings(system)
             run = {q: docs for q, docs in rankings.to_dict().items() if q in self.qrels}
+            depth = max(depth, rankings_depth(run) or 0)
             if self.drop_self_hits:
                 run = {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
             per_query[name] = evaluate(run, self.qrels, self.metrics, per_query=True)
@@ -341,7 +418,18 @@ class Experiment:
             rows.append(row)
         base = None if self.baseline is None else self.names[self.baseline]
         return ExperimentResult(list(self.names), list(self.metrics), rows, per_query, base, self.test,
-                                self.correction, self.alpha, raw)
+                                self.correction, self.alpha, raw, self._protocol(base, depth))
+
+    def _protocol(self, baseline: str | None, depth: int) -> Protocol:
+        models: list[Any] = []
+        for system in self.systems:
+            models += [m for m in stage_models(system) if m not in models]
+        data = dataset_identity(self.dataset, self.split) if self.dataset is not None else {}
+        return Protocol.for_evaluation(
+            pipelines=self.specs, metrics=self.metrics, num_queries=len(self.qrels),
+            self_hits="dropped" if self.drop_self_hits else "kept", split=self.split, depth=depth, data=data,
+            index=self.index, models=models, systems=list(self.names), baseline=baseline, test=self.test,
+            correction=self.correction, alpha=self.alpha, warmup=self.warmup)
 
     def _tests(self, per_query):
         raw: dict[str, dict[str, float]] = {}

@@ -123,6 +123,28 @@ def paired_test(a: Values, b: Values, test: str = "t", alternative: str = "two-s
     return TestResult(test, float(res.statistic), float(res.pvalue), n, mean_diff)
 
 
+def mean_difference_ci(a: Values, b: Values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of the paired differences ``a - b`` and its two-sided ``level`` confidence
+    interval from the t distribution: ``(mean, low, high)``.
+
+    The interval says how large the improvement plausibly is, which a p-value does not;
+    it is the interval of the paired t test, so it excludes 0 exactly when that test's
+    (uncorrected) p-value is below ``1 - level``. Fewer than two pairs give NaN bounds;
+    identical differences give a zero-width interval.
+    """
+    if not 0 < level < 1:
+        raise ConfigError(f"level must lie in (0, 1), got {level}")
+    x, y = _paired(a, b)
+    d = x - y
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
 def correct(pvalues: Sequence[float] | np.ndarray, method: str = "holm") -> np.ndarray:
     """Adjust a family of p-values for multiple comparisons; returns adjusted p-values in
     input order. NaN entries (tests that could not run) stay NaN and do not count in the
