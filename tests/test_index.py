@@ -62,7 +62,9 @@ def test_in_memory_and_on_disk_agree(tmp_path, pydoc_docs):
     doc = reopened.document(pydoc_docs[10].doc_id)
     assert doc == pydoc_docs[10]
     manifest = json.loads((tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()).read_text())
-    assert manifest["format_version"] == 1 and manifest["analyzer"] == mem.analyzer.config()
+    assert manifest["format"] == "retrievo-inverted" and manifest["format_version"] == 2
+    assert manifest["payload"]["analyzer"] == mem.analyzer.config()
+    assert disk.identity == reopened.identity == mem.identity == manifest["identity"]
 
 
 def test_unmerged_segments_search_like_one(tmp_path, pydoc_docs):
@@ -162,7 +164,7 @@ def test_unreadable_and_incompatible_indexes(tmp_path, pydoc_docs):
         InvertedIndex.open(path)
     manifest_path.write_text(json.dumps(manifest))
 
-    seg = path / "segments" / manifest["segments"][0]["name"]
+    seg = path / "segments" / manifest["payload"]["segments"][0]["name"]
     original = (seg / "docs.npy").read_bytes()
     (seg / "docs.npy").write_bytes(original[: len(original) // 2])
     with pytest.raises(CorruptIndexError):

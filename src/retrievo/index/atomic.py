@@ -3,13 +3,15 @@
 The rule: nothing a reader can see is ever written in place. Files and folders are
 written under a temporary name in the same directory, flushed, then renamed (``rename``
 is atomic on POSIX), so a process killed at any point leaves either the old state or the
-new one, plus stray temporaries that the next writer removes.
+new one, plus stray temporaries that the next writer's garbage collection removes
+(see :mod:`retrievo.index.lifecycle`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -52,12 +54,57 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """Write one .npy file (inside a folder that is itself renamed into place)."""
+class HashingWriter:
+    """A write-only file object that feeds a sha256 and, optionally, a real file.
+
+    Content hashes are taken from the exact bytes written, while they are written, so an
+    index never has to read its files back to know what it holds, and an in-memory index
+    (no file) hashes to the same value as the same content saved to disk.
+    """
+
+    def __init__(self, fh=None):
+        self.fh, self.sha = fh, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        if self.fh is not None:
+            self.fh.write(data)
+        return len(data)
+
+
+def _npy_bytes_into(sink: HashingWriter, array: np.ndarray) -> None:
+    np.save(sink, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def hash_array(array: np.ndarray) -> str:
+    """sha256 of the .npy file :func:`save_array` would write for ``array``."""
+    sink = HashingWriter()
+    _npy_bytes_into(sink, array)
+    return sink.sha.hexdigest()
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_array(path: Path, array: np.ndarray) -> str:
+    """Write one .npy file (inside a folder that is itself renamed into place); returns
+    the sha256 of the bytes written."""
     with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        sink = HashingWriter(fh)
+        _npy_bytes_into(sink, array)
         fh.flush()
         os.fsync(fh.fileno())
+    return sink.sha.hexdigest()
+
+
+def save_bytes(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` (inside a folder renamed into place); returns its sha256."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return hash_bytes(data)
 
 
 @contextlib.contextmanager
@@ -73,19 +120,6 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def remove_temporaries(folder: Path) -> None:
-    """Delete leftovers of writers that died mid-way."""
-    if not folder.is_dir():
-        return
-    for p in folder.iterdir():
-        if TMP_MARK in p.name:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
 
 
 _HELD: set[str] = set()

@@ -160,6 +160,9 @@ class SegmentBuilder:
             self._stored_lengths.append(batch.stored_lengths)
 
     def build(self, name: str):
+        """The segment and the document-store part of everything added, named ``seg-<name>``
+        and ``part-<name>`` so the two halves of one unit are easy to pair on disk."""
+        from retrievo.index.docstore import DocPart
         from retrievo.index.segment import Segment
 
         n = len(self._ids)
@@ -178,8 +181,9 @@ class SegmentBuilder:
             if n:
                 np.cumsum(np.concatenate(self._stored_lengths), out=offsets[1:])
             blob = b"".join(self._stored)
-        return Segment(name, ids, lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
-                       tfs.astype(np.int32), blob, offsets)
+        segment = Segment(f"seg-{name}", lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
+                          tfs.astype(np.int32))
+        return segment, DocPart(f"part-{name}", ids, blob, offsets)
 
 
 def growing_vocab(vocab: dict[str, int]) -> defaultdict:

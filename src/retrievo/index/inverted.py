@@ -1,60 +1,50 @@
-"""The on-disk inverted index: segments, tombstones and generations.
+"""The inverted index: lexical segments, vocabulary, tombstones and statistics.
 
-Layout of an index folder::
+Layout of an index folder (generations, ``CURRENT``, publishing and garbage collection
+belong to :mod:`retrievo.index.lifecycle`, stored documents to
+:mod:`retrievo.index.docstore`)::
 
     CURRENT                   name of the live generation manifest (replaced atomically)
-    gen-00000007.json         manifest: format version, analyzer, vocabulary, segments, deletions
+    gen-00000007.json         manifest; its payload: analyzer, vocabulary, segments, deletions, statistics
     vocab/vocab-00000007.txt  index-wide vocabulary, one term per line (append-only across generations)
-    segments/seg-.../         immutable segments (see :mod:`retrievo.index.segment`)
+    segments/seg-<id>/        immutable lexical segments (see :mod:`retrievo.index.segment`)
+    docs/part-<id>/           stored documents of segment ``seg-<id>`` (see :mod:`retrievo.index.docstore`)
     deletes/del-00000007-...  tombstone bitmaps of one generation
     LOCK                      writer lock (readers never take it)
 
-Every change (build, add, delete, merge) writes new files under fresh names and publishes
-them by replacing ``CURRENT`` last, so a reader always sees one consistent generation and
-a writer killed at any moment leaves the previous generation intact. Segments are never
-rewritten: adding documents writes a new segment, deleting writes a tombstone bitmap, and
-:meth:`InvertedIndex.merge` compacts everything into one segment when asked.
+Segments are never rewritten: adding documents writes a new segment and document part,
+deleting writes a tombstone bitmap, and :meth:`InvertedIndex.merge` compacts everything
+into one segment when asked (the old files are collected at once).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import hashlib
 import itertools
 import json
 import os
-import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrievo import __version__
-from retrievo.errors import (
-    CorruptIndexError,
-    IndexFormatVersionError,
-    IndexNotFoundError,
-    UnknownIdError,
-)
-from retrievo.index.atomic import (
-    atomic_dir,
-    fsync_dir,
-    remove_temporaries,
-    save_array,
-    write_bytes_atomic,
-    write_json_atomic,
-    write_lock,
-)
+from retrievo.errors import CorruptIndexError, UnknownIdError
+from retrievo.index import lifecycle
+from retrievo.index.atomic import atomic_dir, fsync_dir, hash_array, hash_bytes, save_array, tmp_sibling, \
+    write_bytes_atomic
+from retrievo.index.docstore import DOCS_FOLDER, DocPart, DocStore, docstore_manifest, load_parts, merge_parts
 from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
 from retrievo.index.segment import Segment, merge_segments
 from retrievo.text import Analyzer, get_analyzer
 from retrievo.types import Document
 
 FORMAT = "retrievo-inverted"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: stored documents moved from the segments to the shared document store
 DEFAULT_SEGMENT_DOCS = 200_000
+SEGMENTS_FOLDER = "segments"
 
 
 def _progress(iterable: Iterable[Any], enabled: bool, total: int | None, desc: str) -> Iterable[Any]:
@@ -65,26 +55,51 @@ def _progress(iterable: Iterable[Any], enabled: bool, total: int | None, desc: s
     return tqdm(iterable, total=total, desc=desc, unit="doc", mininterval=0.5, smoothing=0.1)
 
 
+def _reopen(path: str, mmap: bool) -> "InvertedIndex":
+    return InvertedIndex.open(path, mmap=mmap)
+
+
+def _from_state(segments: list[Segment], lives: list[np.ndarray | None], terms: list[str],
+                analyzer: dict[str, Any], info: dict[str, Any], doc_parts: list[DocPart]) -> "InvertedIndex":
+    return InvertedIndex(segments, lives, terms, Analyzer.from_config(analyzer), None, 0, info, doc_parts)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
 class InvertedIndex:
     """Term statistics and stored documents for lexical retrieval (BM25 and friends).
 
     Build with :meth:`build` (in memory, or on disk when given a path), reopen with
-    :meth:`open`. Global document numbers run over the segments in order.
+    :meth:`open` (or :func:`retrievo.index.open_index`). Global document numbers run over
+    the segments in order; document part ``i`` of the store holds segment ``i``'s documents.
+
+    Pickling: an on-disk index pickles as its path and unpickles by reopening it, so it
+    sees the generation that is current *then* (cheap to ship to worker processes); an
+    in-memory index pickles by value.
     """
+
+    FORMAT = FORMAT
+    FORMAT_VERSION = FORMAT_VERSION
 
     def __init__(self, segments: Sequence[Segment], lives: Sequence[np.ndarray | None], terms: list[str],
                  analyzer: Analyzer, path: Path | None = None, generation: int = 0,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, doc_parts: Sequence[DocPart] = ()):
         self.segments = list(segments)
         self.lives = list(lives)
+        self.doc_parts = list(doc_parts)
+        if not len(self.segments) == len(self.lives) == len(self.doc_parts):
+            raise ValueError(f"{len(self.segments)} segments, {len(self.lives)} live bitmaps and "
+                             f"{len(self.doc_parts)} document parts: they must pair up")
         self.terms = terms
         self.analyzer = analyzer
         self.path = path
         self.generation = generation
         self.info = dict(info or {})
         self._vocab: dict[str, int] | None = None
-        self._id_map: dict[str, int] | None = None
         self._cache: dict[str, Any] = {}
+        self._mmap = True
         self.version = 0  # bumped on every change, so searchers know to refresh derived arrays
 
     # ------------------------------------------------------------------ derived views
@@ -99,6 +114,11 @@ class InvertedIndex:
         return len(self.terms)
 
     @property
+    def store(self) -> bool:
+        """Whether document text is stored (``build(store=...)``)."""
+        return bool(self.info.get("store", True))
+
+    @property
     def bases(self) -> np.ndarray:
         """Global number of each segment's first document."""
         sizes = [s.n_docs for s in self.segments]
@@ -109,10 +129,17 @@ class InvertedIndex:
         """Documents in the segments, deleted ones included (size of score buffers)."""
         return int(sum(s.n_docs for s in self.segments))
 
-    def _cached(self, key: str, make):
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    @property
+    def docstore(self) -> DocStore:
+        """The stored documents of this snapshot (one object until the index changes)."""
+        where = f"index {self.path}" if self.path is not None else "this in-memory index"
+        return self._cached("docstore", lambda: DocStore(self.doc_parts, self.lives, has_text=self.store,
+                                                         where=where))
 
     @property
     def live(self) -> np.ndarray | None:
@@ -127,8 +154,7 @@ class InvertedIndex:
     @property
     def doc_ids(self) -> np.ndarray:
         """External id of every global document number (deleted ones included)."""
-        return self._cached("ids", lambda: np.concatenate([s.ids for s in self.segments]).astype(object)
-                            if self.segments else np.empty(0, object))
+        return self.docstore.ids
 
     @property
     def doc_lengths(self) -> np.ndarray:
@@ -180,38 +206,55 @@ class InvertedIndex:
                     "sum_doc_len": int(lengths.sum())}
         return self._cached("stats", make)
 
-    # ------------------------------------------------------------------ lookups
-    def _ids_to_global(self) -> dict[str, int]:
-        if self._id_map is None:
-            ids = self.doc_ids.tolist()
-            live = self.live
-            self._id_map = {d: i for i, d in enumerate(ids) if live is None or live[i]}
-        return self._id_map
+    @property
+    def identity(self) -> str:
+        """sha256 (hex) of everything that determines what this index returns: format,
+        analyzer, vocabulary, segment contents, tombstones and stored documents.
 
+        Names and timestamps are left out, so two builds of the same documents with the
+        same analyzer and segment layout give the same identity and any change (a delete)
+        gives another. Written into each manifest, so reading it after open is free; an
+        in-memory index computes it on first use from the same bytes a save would write.
+        """
+        def make():
+            content = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "analyzer": self.analyzer.config(),
+                "vocab": hash_bytes(self._vocab_bytes()),
+                "segments": [seg.content_hash() for seg in self.segments],
+                "deletes": [None if lv is None else hash_array(np.asarray(lv, dtype=bool)) for lv in self.lives],
+                "docs": [part.content_hash() for part in self.doc_parts], "text": self.store,
+            }
+            return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return self._cached("identity", make)
+
+    def _vocab_bytes(self) -> bytes:
+        return "\n".join(self.terms).encode("utf-8")
+
+    # ------------------------------------------------------------------ lookups
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._ids_to_global()
+        return doc_id in self.docstore
 
     def locate(self, doc_id: str) -> int:
-        try:
-            return self._ids_to_global()[doc_id]
-        except KeyError:
-            raise UnknownIdError(f"document id {doc_id!r} is not in the index") from None
+        """Global document number of a live document id (:class:`UnknownIdError` if none)."""
+        return self.docstore.locate(doc_id)
 
     def document(self, doc_id: str) -> Document:
-        """The stored document (title, text, meta) for ``doc_id``."""
-        g = self.locate(doc_id)
-        seg = int(np.searchsorted(self.bases, g, side="right") - 1)
-        return self.segments[seg].document(g - int(self.bases[seg]))
+        """The stored document (title, text, meta) for ``doc_id``; an index built with
+        ``store=False`` raises :class:`~retrievo.errors.ConfigError` (see the docstore)."""
+        return self.docstore.get(doc_id)
 
     def documents(self, doc_ids: Iterable[str]) -> list[Document]:
-        return [self.document(d) for d in doc_ids]
+        """The stored documents of ``doc_ids`` in order; unknown ids raise one
+        :class:`UnknownIdError` naming them."""
+        return self.docstore.get_many(doc_ids)
 
     def iter_documents(self) -> Iterator[Document]:
         """Every live stored document, in index order."""
-        for seg, lv in zip(self.segments, self.lives):
-            for local in range(seg.n_docs):
-                if lv is None or lv[local]:
-                    yield seg.document(local)
+        return self.docstore.iter_documents()
+
+    def _live_id_set(self) -> set[str]:
+        ids, live = self.doc_ids, self.live
+        return set((ids if live is None else ids[live]).tolist())
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -231,290 +274,305 @@ class InvertedIndex:
         """
         analyzer = get_analyzer(analyzer)
         index = cls([], [], [], analyzer, None, 0, {"store": store})
-        if path is None:
-            index._ingest(documents, store, segment_docs, progress, total, None, workers)
+
+        def fill(folder: Path | None) -> None:
+            index._ingest(documents, segment_docs, progress, total, folder, workers)
             if merge and len(index.segments) > 1:
-                index = index._merged(None)
+                index._compact(folder)
+
+        if path is None:
+            fill(None)
             return index
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        if path.exists() and not (path / "CURRENT").exists() and any(path.iterdir()):
-            raise FileExistsError(f"{path} exists and is not a retrievo index; refusing to overwrite it")
-        if (path / "CURRENT").exists():
+        if lifecycle.is_index(path):
             # replace an index in place: readers keep the old generation until CURRENT flips
-            with write_lock(path):
-                remove_temporaries(path / "segments")
-                index._write_new_generation(documents, path, _read_generation(path), store, segment_docs,
-                                            progress, total, workers, merge)
+            with lifecycle.writing(path) as txn:
+                index.path, index.generation = path, txn.base_generation
+                fill(path)
+                index._publish(txn)
             return index
-        # a new index: build beside it and rename into place (rename also replaces an empty
-        # folder the user made for it), so a failed build leaves nothing behind
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(path) as tmp:
-            with write_lock(tmp):
-                index._write_new_generation(documents, tmp, 0, store, segment_docs, progress, total, workers, merge)
-            (tmp / "LOCK").unlink(missing_ok=True)
-        return InvertedIndex.open(path)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"{path} exists and is not a retrievo index; refusing to overwrite it")
 
-    def _write_new_generation(self, documents, path: Path, previous: int, store: bool, segment_docs: int,
-                              progress: bool, total: int | None, workers: int | None, merge: bool) -> None:
-        self.path, self.generation = path, previous
-        (path / "segments").mkdir(exist_ok=True)
-        self._ingest(documents, store, segment_docs, progress, total, path / "segments", workers)
-        if merge and len(self.segments) > 1:
-            parts = [path / "segments" / s.name for s in self.segments]
-            merged = self._merged(path / "segments")
-            self.segments, self.lives = merged.segments, merged.lives
-            self._invalidate()
-            self._commit()
-            for p in parts:
-                shutil.rmtree(p, ignore_errors=True)
-        else:
-            self._commit()
+        def write_new(txn: lifecycle.Transaction) -> None:
+            index.path = txn.path
+            fill(txn.path)
+            index._publish(txn)
 
-    def _ingest(self, documents: Iterable[Document], store: bool, segment_docs: int, progress: bool,
-                total: int | None, folder: Path | None, workers: int | None = None) -> list[Segment]:
+        _create_index_folder(path, write_new)
+        return cls.open(path)
+
+    def _ingest(self, documents: Iterable[Document], segment_docs: int, progress: bool, total: int | None,
+                folder: Path | None, workers: int | None = None) -> list[DocPart]:
+        """Analyse ``documents`` into new segments (written under ``folder`` when given);
+        returns their document parts. On failure the index is left as it was."""
         if segment_docs < 1:
             raise ValueError("segment_docs must be >= 1")
-        vocab = growing_vocab(self.vocab)
-        stream = document_tuples(documents, set(self._ids_to_global()) if self.segments else set())
-        batches = analysed_batches(_progress(stream, progress, total, "indexing"), self.analyzer, store,
-                                   default_workers() if workers is None else workers, min(500, segment_docs))
-        builder = SegmentBuilder(vocab, store)
-        new: list[Segment] = []
+        if folder is not None:
+            (folder / SEGMENTS_FOLDER).mkdir(exist_ok=True)
+            (folder / DOCS_FOLDER).mkdir(exist_ok=True)
+        with self._restored_on_failure():
+            vocab = growing_vocab(self.vocab)
+            stream = document_tuples(documents, self._live_id_set() if self.segments else set())
+            batches = analysed_batches(_progress(stream, progress, total, "indexing"), self.analyzer, self.store,
+                                       default_workers() if workers is None else workers, min(500, segment_docs))
+            builder = SegmentBuilder(vocab, self.store)
+            new: list[DocPart] = []
 
-        def flush():
-            nonlocal builder
-            if len(builder):
-                seg = builder.build(f"seg-{uuid.uuid4().hex[:16]}")
-                self.terms.extend(itertools.islice(vocab, len(self.terms), None))
-                if folder is not None:
-                    seg.write(folder)
-                    seg = Segment.load(folder / seg.name)
-                self.segments.append(seg)
-                self.lives.append(None)
-                new.append(seg)
-                self._invalidate()
-            builder = SegmentBuilder(vocab, store)
+            def flush():
+                nonlocal builder
+                if len(builder):
+                    seg, part = builder.build(uuid.uuid4().hex[:16])
+                    self.terms.extend(itertools.islice(vocab, len(self.terms), None))
+                    if folder is not None:  # reopen memory-mapped: memory stays bounded
+                        seg.write(folder / SEGMENTS_FOLDER)
+                        seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
+                        part = part.write(folder / DOCS_FOLDER)
+                    self.segments.append(seg)
+                    self.lives.append(None)
+                    self.doc_parts.append(part)
+                    new.append(part)
+                    self._invalidate()
+                builder = SegmentBuilder(vocab, self.store)
 
-        for batch in batches:
-            builder.add(batch)
-            if len(builder) >= segment_docs:
-                flush()
-        flush()
-        self._vocab = dict(itertools.islice(vocab.items(), len(self.terms)))  # plain dict: lookups never insert
+            for batch in batches:
+                builder.add(batch)
+                if len(builder) >= segment_docs:
+                    flush()
+            flush()
+            self._vocab = dict(itertools.islice(vocab.items(), len(self.terms)))  # plain dict: lookups never insert
         return new
+
+    @contextlib.contextmanager
+    def _restored_on_failure(self) -> Iterator[None]:
+        """Undo in-memory changes when a change fails part-way, so the object keeps
+        matching its published generation (whose unpublished files GC removes)."""
+        saved = (list(self.segments), list(self.lives), list(self.doc_parts), len(self.terms), self._vocab)
+        try:
+            yield
+        except BaseException:
+            self.segments, self.lives, self.doc_parts = saved[0], saved[1], saved[2]
+            del self.terms[saved[3]:]
+            self._vocab = saved[4]
+            self._invalidate()
+            raise
 
     def _invalidate(self) -> None:
         self.version += 1
         self._cache.clear()
-        self._id_map = None
 
-    def _merged(self, folder: Path | None) -> "InvertedIndex":
-        seg = merge_segments(self.segments, self.lives, f"seg-{uuid.uuid4().hex[:16]}", self.vocab_size)
+    def _compact(self, folder: Path | None) -> None:
+        """Replace all segments and document parts by one of each, without deleted documents."""
+        name = uuid.uuid4().hex[:16]
+        seg = merge_segments(self.segments, self.lives, f"seg-{name}", self.vocab_size)
+        part = merge_parts(self.doc_parts, self.lives, f"part-{name}",
+                           None if folder is None else folder / DOCS_FOLDER)
         if folder is not None:
-            seg.write(folder)
-            seg = Segment.load(folder / seg.name)
-        merged = InvertedIndex([seg], [None], self.terms, self.analyzer, self.path, self.generation, self.info)
-        merged._vocab = self._vocab
-        return merged
+            seg.write(folder / SEGMENTS_FOLDER)
+            seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
+        self.segments, self.lives, self.doc_parts = [seg], [None], [part]
+        self._invalidate()
 
     # ------------------------------------------------------------------ changes
     def add(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None,
             segment_docs: int = DEFAULT_SEGMENT_DOCS, workers: int | None = None) -> list[str]:
         """Index more documents as new segment(s); returns their ids. Ids must be new.
         On disk, nothing is visible to readers until every new segment is written."""
-        store = self.info.get("store", True)
         if self.path is None:
-            added = self._ingest(documents, store, segment_docs, progress, total, None, workers)
-            return [d for s in added for d in s.ids.tolist()]
-        with write_lock(self.path):
-            self._check_current()
-            remove_temporaries(self.path / "segments")
-            added = self._ingest(documents, store, segment_docs, progress, total, self.path / "segments", workers)
+            added = self._ingest(documents, segment_docs, progress, total, None, workers)
+            return [d for p in added for d in p.ids.tolist()]
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            added = self._ingest(documents, segment_docs, progress, total, self.path, workers)
             if added:
-                self._commit()
-        return [d for s in added for d in s.ids.tolist()]
+                self._publish(txn)
+        return [d for p in added for d in p.ids.tolist()]
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
         doc_ids = list(doc_ids)
-        id_map = self._ids_to_global()
-        unknown = [d for d in doc_ids if d not in id_map]
+        store = self.docstore
+        unknown = [d for d in doc_ids if d not in store]
         if unknown and not missing_ok:
             raise UnknownIdError(f"cannot delete {len(unknown)} unknown document id(s), e.g. {unknown[:3]}")
-        targets = sorted({id_map[d] for d in doc_ids if d in id_map})
+        targets = sorted({store.locate(d) for d in doc_ids if d in store})
         if not targets:
             return 0
 
         def apply():
             bases = self.bases
+            copied: set[int] = set()
             for g in targets:
                 s = int(np.searchsorted(bases, g, side="right") - 1)
-                if self.lives[s] is None:
-                    self.lives[s] = np.ones(self.segments[s].n_docs, dtype=bool)
-                elif not self.lives[s].flags.writeable:
-                    self.lives[s] = np.array(self.lives[s])
+                if s not in copied:  # never mutate a bitmap a snapshot (or a rollback) may still hold
+                    self.lives[s] = (np.ones(self.segments[s].n_docs, dtype=bool) if self.lives[s] is None
+                                     else np.array(self.lives[s], dtype=bool))
+                    copied.add(s)
                 self.lives[s][g - int(bases[s])] = False
             self._invalidate()
 
         if self.path is None:
             apply()
         else:
-            with write_lock(self.path):
-                self._check_current()
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
                 apply()
-                self._commit()
+                self._publish(txn)
         return len(targets)
 
     def merge(self) -> "InvertedIndex":
-        """Compact all segments into one, dropping deleted documents. Returns self."""
+        """Compact all segments into one, dropping deleted documents. Returns self.
+        On disk the replaced segments, parts and tombstones are deleted when the merged
+        generation is published, so the space comes back at once."""
         if len(self.segments) <= 1 and self.live is None:
             return self
         if self.path is None:
-            merged = self._merged(None)
-            self.segments, self.lives = merged.segments, merged.lives
-            self._invalidate()
+            self._compact(None)
             return self
-        with write_lock(self.path):
-            self._check_current()
-            merged = self._merged(self.path / "segments")
-            self.segments, self.lives = merged.segments, merged.lives
-            self._invalidate()
-            self._commit()
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            self._compact(self.path)
+            self._publish(txn)
         return self
 
     def save(self, path: str | Path) -> "InvertedIndex":
-        """Write an in-memory index to ``path`` (a new or empty folder); returns the
-        index opened from there."""
+        """Write this index to ``path`` (a new or empty folder); returns the index opened
+        from there. A failed save leaves nothing behind."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} exists and is not empty; choose a new folder")
-        path.mkdir(parents=True, exist_ok=True)
-        with write_lock(path):
-            (path / "segments").mkdir(exist_ok=True)
+
+        def write(txn: lifecycle.Transaction) -> None:
+            folder = txn.path
+            (folder / SEGMENTS_FOLDER).mkdir()
+            (folder / DOCS_FOLDER).mkdir()
             for seg in self.segments:
-                seg.write(path / "segments")
-            saved = InvertedIndex([Segment.load(path / "segments" / s.name) for s in self.segments],
-                                  [None if lv is None else np.array(lv) for lv in self.lives],
-                                  self.terms, self.analyzer, path, 0, self.info)
-            saved._commit()
-        return saved
+                seg.write(folder / SEGMENTS_FOLDER)
+            saved = InvertedIndex([Segment.load(folder / SEGMENTS_FOLDER / s.name) for s in self.segments],
+                                  [None if lv is None else np.array(lv) for lv in self.lives], self.terms,
+                                  self.analyzer, folder, 0, {"store": self.store},
+                                  [part.write(folder / DOCS_FOLDER) for part in self.doc_parts])
+            saved._publish(txn)
+
+        _create_index_folder(path, write)
+        return InvertedIndex.open(path)
 
     # ------------------------------------------------------------------ persistence
-    def _check_current(self) -> None:
-        if self.path is not None and _read_generation(self.path) != self.generation:
-            raise CorruptIndexError(
-                f"{self.path} was changed by another writer since it was opened "
-                f"(generation {self.generation} -> {_read_generation(self.path)}); reopen it and retry")
-
-    def _commit(self) -> None:
-        assert self.path is not None
-        path = self.path
-        gen = self.generation + 1
+    def _publish(self, txn: lifecycle.Transaction) -> None:
+        """Write the vocabulary and tombstones of the next generation and publish it."""
+        path, gen = txn.path, txn.generation
         (path / "vocab").mkdir(exist_ok=True)
         (path / "deletes").mkdir(exist_ok=True)
         vocab_name = f"vocab/vocab-{gen:08d}.txt"
-        write_bytes_atomic(path / vocab_name, "\n".join(self.terms).encode("utf-8"))
+        write_bytes_atomic(path / vocab_name, self._vocab_bytes())
+        files = [vocab_name]
         seg_entries = []
-        for seg, lv in zip(self.segments, self.lives):
-            entry: dict[str, Any] = {"name": seg.name, "n_docs": seg.n_docs}
+        for seg, part, lv in zip(self.segments, self.doc_parts, self.lives):
+            entry: dict[str, Any] = {"name": seg.name, "n_docs": seg.n_docs, "sha256": seg.content_hash(),
+                                     "docs": part.name}
+            files.append(f"{SEGMENTS_FOLDER}/{seg.name}")
             if lv is not None:
                 name = f"deletes/del-{gen:08d}-{seg.name}.npy"
-                tmp = path / f"{name}.retrievo-tmp"
-                save_array(tmp, np.asarray(lv, dtype=bool))
+                tmp = tmp_sibling(path / name)
+                entry["deletes_sha256"] = save_array(tmp, np.asarray(lv, dtype=bool))
                 os.replace(tmp, path / name)
                 entry["deletes"] = name
+                files.append(name)
             seg_entries.append(entry)
         fsync_dir(path / "deletes")
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "generation": gen,
-            "retrievo_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "analyzer": self.analyzer.config(), "store": bool(self.info.get("store", True)),
-            "vocab": {"file": vocab_name, "size": self.vocab_size},
+        docstore_entry, doc_files = docstore_manifest(self.doc_parts, self.store)
+        payload = {
+            "analyzer": self.analyzer.config(), "store": self.store,
+            "vocab": {"file": vocab_name, "size": self.vocab_size, "sha256": hash_bytes(self._vocab_bytes())},
             "segments": seg_entries, "stats": self.collection_stats(),
         }
-        write_json_atomic(path / f"gen-{gen:08d}.json", manifest)
-        write_bytes_atomic(path / "CURRENT", f"gen-{gen:08d}.json\n".encode())
-        self.generation = gen
-        _collect_garbage(path, keep=(manifest, _load_manifest(path, gen - 1)))
+        manifest = txn.publish(FORMAT, FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
+                               docstore=docstore_entry)
+        self.path, self.generation = path, gen
+        self.info["manifest"] = manifest
 
     @classmethod
     def open(cls, path: str | Path, mmap: bool = True) -> "InvertedIndex":
         """Open the current generation of an index folder (arrays memory-mapped)."""
-        path = Path(path)
-        if not path.exists():
-            raise IndexNotFoundError(f"no index at {path}: build one with `retrievo index`")
-        if not (path / "CURRENT").exists():
-            raise IndexNotFoundError(f"{path} is not a retrievo index (no CURRENT file)")
-        gen = _read_generation(path)
-        manifest = _load_manifest(path, gen)
-        if manifest is None:
-            raise CorruptIndexError(f"{path}: CURRENT names generation {gen} but its manifest is missing")
-        if manifest.get("format") != FORMAT:
-            raise CorruptIndexError(f"{path} holds {manifest.get('format')!r}, not a {FORMAT} index")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatVersionError(
-                f"{path} was written in index format version {manifest.get('format_version')} "
-                f"(retrievo {manifest.get('retrievo_version')}); this retrievo reads version {FORMAT_VERSION}. "
-                "Rebuild the index with `retrievo index`.")
+        return lifecycle.open_snapshot(Path(path), lambda snapshot: cls.from_snapshot(snapshot, mmap=mmap))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: lifecycle.Snapshot, mmap: bool = True) -> "InvertedIndex":
+        """Read one generation (every file is opened or mapped here, none later)."""
+        snapshot.require(FORMAT, FORMAT_VERSION)
+        path = snapshot.path
         try:
-            vocab_text = (path / manifest["vocab"]["file"]).read_text(encoding="utf-8")
-            terms = vocab_text.split("\n") if manifest["vocab"]["size"] else []
-            if len(terms) != manifest["vocab"]["size"]:
-                raise CorruptIndexError(f"{path}: vocabulary has {len(terms)} terms, manifest says {manifest['vocab']['size']}")
+            payload = snapshot.payload
+            vocab_text = (path / payload["vocab"]["file"]).read_text(encoding="utf-8")
+            terms = vocab_text.split("\n") if payload["vocab"]["size"] else []
+            if len(terms) != payload["vocab"]["size"]:
+                raise CorruptIndexError(f"{path}: vocabulary has {len(terms)} terms, "
+                                        f"manifest says {payload['vocab']['size']}")
             segments, lives = [], []
-            for entry in manifest["segments"]:
-                seg = Segment.load(path / "segments" / entry["name"], mmap_arrays=mmap)
+            for entry in payload["segments"]:
+                seg = Segment.load(path / SEGMENTS_FOLDER / entry["name"], mmap_arrays=mmap)
                 if seg.n_docs != entry["n_docs"]:
-                    raise CorruptIndexError(f"{path}: segment {entry['name']} has {seg.n_docs} docs, manifest says {entry['n_docs']}")
+                    raise CorruptIndexError(f"{path}: segment {entry['name']} has {seg.n_docs} docs, "
+                                            f"manifest says {entry['n_docs']}")
                 segments.append(seg)
                 lives.append(np.load(path / entry["deletes"], allow_pickle=False) if entry.get("deletes") else None)
-            analyzer = Analyzer.from_config(manifest["analyzer"])
+            parts = load_parts(path, snapshot.docstore, mmap)
+            if [p.name for p in parts] != [e["docs"] for e in payload["segments"]] or \
+                    [p.n_docs for p in parts] != [s.n_docs for s in segments]:
+                raise CorruptIndexError(f"{path}: the document store does not match the segments")
+            analyzer = Analyzer.from_config(payload["analyzer"])
         except CorruptIndexError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise CorruptIndexError(f"cannot read index {path}: {exc}; rebuild it") from exc
-        return cls(segments, lives, terms, analyzer, path, gen, {"store": manifest.get("store", True),
-                                                                 "manifest": manifest})
+        index = cls(segments, lives, terms, analyzer, path, snapshot.generation,
+                    {"store": payload.get("store", True), "manifest": dict(snapshot.manifest)}, parts)
+        index._mmap = mmap
+        if snapshot.identity:
+            index._cache["identity"] = snapshot.identity
+        return index
+
+    # ------------------------------------------------------------------ presentation
+    def size_on_disk(self) -> int | None:
+        """Bytes of the files this generation uses (None in memory)."""
+        manifest = self.info.get("manifest")
+        if self.path is None or manifest is None:
+            return None
+        return self._cached("size", lambda: lifecycle.folder_size(
+            self.path, [lifecycle.CURRENT, lifecycle.manifest_name(self.generation), *manifest["files"]]))
+
+    def describe(self) -> dict[str, Any]:
+        """What ``retrievo info`` shows: counts, format, analyzer, size and identity."""
+        return {
+            "path": None if self.path is None else str(self.path), "format": FORMAT,
+            "format_version": FORMAT_VERSION, "generation": self.generation, "documents": len(self),
+            "deleted": self.total_docs - len(self), "terms": self.vocab_size, "segments": len(self.segments),
+            "analyzer": self.analyzer.config(), "store": self.store, "size_on_disk_bytes": self.size_on_disk(),
+            "identity": self.identity,
+        }
+
+    def __repr__(self) -> str:
+        where = "in memory" if self.path is None else f"{self.path.name!r} gen {self.generation}"
+        n = len(self.segments)
+        size = self.size_on_disk()
+        tail = "" if size is None else f", {_megabytes(size)}"
+        return (f"<InvertedIndex {where}: {len(self):,} docs, {self.vocab_size:,} terms, "
+                f"{n} segment{'s' if n != 1 else ''}{tail}>")
+
+    def __reduce__(self):
+        if self.path is not None:
+            return _reopen, (str(self.path), self._mmap)
+        return _from_state, (self.segments, self.lives, self.terms, self.analyzer.config(),
+                             {"store": self.store}, self.doc_parts)
 
 
-def _read_generation(path: Path) -> int:
-    try:
-        name = (path / "CURRENT").read_text(encoding="utf-8").strip()
-        return int(name.removeprefix("gen-").removesuffix(".json"))
-    except (OSError, ValueError) as exc:
-        raise CorruptIndexError(f"{path}/CURRENT is unreadable ({exc}); the index is damaged") from exc
+def _create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], None]) -> None:
+    """Create a new index at ``path``: written beside it and renamed into place (rename
+    also replaces an empty folder made for it), so a failure leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(path) as tmp:
+        with lifecycle.writing(tmp) as txn:
+            write(txn)
+        (tmp / lifecycle.LOCK).unlink(missing_ok=True)
 
 
-def _load_manifest(path: Path, gen: int) -> dict[str, Any] | None:
-    p = path / f"gen-{gen:08d}.json"
-    if not p.exists():
-        return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CorruptIndexError(f"{p} is unreadable ({exc}); the index is damaged") from exc
-
-
-def _collect_garbage(path: Path, keep: Sequence[dict[str, Any] | None]) -> None:
-    """Remove files no kept generation refers to (the current one and its predecessor,
-    so a reader that just resolved the previous CURRENT can still open it)."""
-    keep = [m for m in keep if m]
-    used = {f"gen-{m['generation']:08d}.json" for m in keep}
-    used |= {m["vocab"]["file"] for m in keep}
-    used |= {f"segments/{s['name']}" for m in keep for s in m["segments"]}
-    used |= {s["deletes"] for m in keep for s in m["segments"] if s.get("deletes")}
-    candidates = list(path.glob("gen-*.json")) + list(path.glob("vocab/*")) + list(path.glob("deletes/*")) \
-        + list(path.glob("segments/*"))
-    for p in candidates:
-        rel = p.relative_to(path).as_posix()
-        if rel in used or "retrievo-tmp" in rel:
-            continue
-        with contextlib.suppress(OSError):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
-__all__ = ["InvertedIndex", "FORMAT_VERSION"]
+__all__ = ["DEFAULT_SEGMENT_DOCS", "FORMAT", "FORMAT_VERSION", "InvertedIndex"]
