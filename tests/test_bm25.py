@@ -172,7 +172,9 @@ def test_parameters_change_scores(scifact_index, scifact):
     base = BM25(scifact_index)(queries)
     other = BM25(scifact_index, k1=1.2, b=0.75)(queries)
     assert not np.array_equal(base.scores, other.scores)
-    assert str(BM25(scifact_index, k1=1.2, b=0.75, k=100)) == "bm25(k1=1.2,b=0.75) % 100"
+    stage = BM25(scifact_index, k1=1.2, b=0.75, k=100)
+    assert stage.spec(resources=False) == "bm25(k1=1.2, b=0.75) % 100"
+    assert str(stage).startswith("bm25(k1=1.2, b=0.75, index='memory:index-") and str(stage).endswith(") % 100")
 
 
 def test_top_k_selection_equals_a_full_sort():

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from retrievo.errors import DuplicateIdError, PipelineSpecError, UnknownIdError
-from retrievo.pipeline import CutOff, Fuse, Registry, Stage, Then, as_queries, fuse, fuse_rankings, parse
+from retrievo.pipeline import CutOff, Fuse, Reranker, Retriever, Then, as_queries, fuse, fuse_rankings, parse
+from retrievo.registry import Registry
 from retrievo.types import Qrels, Queries, Rankings
 
 
-class Fixed(Stage):
+class Fixed(Retriever):
     """Returns the same list for every query; records how it was cut."""
 
     name = "fixed"
@@ -27,11 +28,11 @@ class Fixed(Stage):
     def with_cutoff(self, k):
         return Fixed(self.docs, self.scores, k)
 
-    def spec(self):
+    def spec(self, resources=True):
         return "fixed" if self.k is None else f"fixed % {self.k}"
 
 
-class Reverse(Stage):
+class Reverse(Reranker):
     """A 'reranker': reverses each list (needs ranked input)."""
 
     name = "reverse"

@@ -46,7 +46,23 @@ class UnknownIdError(RetrievoError, KeyError):
 
 
 class PipelineSpecError(RetrievoError, ValueError):
-    """A pipeline spec string could not be parsed, or names an unknown stage."""
+    """A pipeline spec string could not be parsed, names an unknown stage, or gives a
+    stage an unknown option or a value it cannot take."""
+
+
+class PipelineCompositionError(PipelineSpecError):
+    """Two stages cannot be chained: the first gives what the second does not take
+    (e.g. a reader's answers into a reranker). Raised when the pipeline is built."""
+
+
+class StageInputError(RetrievoError, TypeError):
+    """A stage was called with input of a kind it does not take (e.g. plain queries
+    given to a reranker, which needs rankings)."""
+
+
+class ResourceError(RetrievoError, LookupError):
+    """A resource named in a pipeline spec (an index, a model) cannot be opened here,
+    e.g. an in-memory index named in another process."""
 
 
 class IndexError_(RetrievoError, OSError):
@@ -97,6 +113,9 @@ __all__ = [
     "EmptyQueryError",
     "UnknownIdError",
     "PipelineSpecError",
+    "PipelineCompositionError",
+    "StageInputError",
+    "ResourceError",
     "IndexError_",
     "IndexNotFoundError",
     "CorruptIndexError",

@@ -1,68 +1,185 @@
-"""The stage protocol and its algebra.
+"""The stage protocol, stage kinds and their algebra.
 
-A stage maps a batch of queries (or of ranked candidates) to ranked candidates. Stages
-compose with operators borrowed from PyTerrier's algebra but over immutable columnar
-:class:`~retrievo.types.Rankings`, so no frame is copied or mutated along the way:
+A stage maps one kind of batch to another. The kinds are data types of
+:mod:`retrievo.types` — :class:`Queries`, :class:`Rankings`, :class:`Answers` — and every
+stage declares what it takes and what it gives:
 
-* ``a >> b``  — then: ``b`` reranks what ``a`` retrieved;
-* ``a % k``   — cut-off: keep the top ``k`` (pushed into ``a`` when ``a`` can stop early);
-* ``a + b``   — CombSUM fusion; ``fuse(a, b, method="rrf")`` for reciprocal-rank fusion.
+=========== ======================= =========== =========================================
+kind        takes                   gives       examples
+=========== ======================= =========== =========================================
+retriever   Queries                 Rankings    bm25, dense, splade
+rewriter    Queries or Rankings     Queries     rm3 (weighted terms), hyde, query2doc
+reranker    Rankings                Rankings    cross-encoder, pointwise, rankgpt, first
+reader      Rankings                Answers     read, iter_retgen
+=========== ======================= =========== =========================================
 
-Every leaf stage records a :class:`~retrievo.types.Cost` (wall time, query count) that
-flows down the pipeline, so an experiment can report what each step spent. A pipeline is a
-value: ``str(p)`` prints its spec, and :func:`parse` turns a spec back into a pipeline.
+**A retriever after a ranking scores only the candidates.** ``bm25 >> bm25(method=bm25l)``
+re-scores the first stage's documents with the second model, as a reranker would (and as
+PyTerrier's retrievers do when given results); it never silently retrieves afresh. A
+retriever that cannot score given candidates does not take ``Rankings``, so placing it
+after a ranking fails when the pipeline is built. To retrieve afresh with a rewritten
+query, put a rewriter in between: ``bm25 >> rm3 >> bm25``.
+
+Operators, borrowed from PyTerrier's algebra but over immutable columnar batches:
+
+* ``a >> b`` — then; checked when built: ``a`` must give what ``b`` takes, else a
+  :class:`~retrievo.errors.PipelineCompositionError` naming both stages;
+* ``a % k``  — cut-off: keep the top ``k`` (pushed into ``a`` when ``a`` can stop early);
+* ``a + b``  — CombSUM fusion; ``fuse(a, b, method="rrf")`` for reciprocal-rank fusion.
+
+Costs: every leaf stage appends a :class:`~retrievo.types.Cost` (seconds, queries, and
+whatever it charged with :func:`charge` while it ran: model calls, prompt/completion
+tokens, forward passes) to the batch it returns, so every report can sum them per stage.
+
+A pipeline is a value: ``str(p)`` prints a spec that :func:`parse` turns back into an
+equivalent pipeline, naming its resources (``bm25(index='sf.idx')``), and pickling a
+pipeline sends that spec (plus any in-memory resources by value), so it rebuilds in a
+fresh process. The registry of stage names lives in :mod:`retrievo.registry`; this module
+imports no method (``import retrievo.pipeline`` loads neither retrievers nor models).
 """
 
 from __future__ import annotations
 
-import re
+import contextvars
+import copy
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from retrievo.errors import PipelineSpecError
-from retrievo.types import Cost, Queries, Rankings
+from retrievo.errors import PipelineCompositionError, PipelineSpecError, StageInputError
+from retrievo.types import Answers, Cost, Queries, Rankings
 
 QueryInput = Queries | Rankings | Mapping[str, str] | Sequence[str] | str
+Batch = Queries | Rankings | Answers
+
+#: what each data type is called in messages
+KIND_NAMES = {Queries: "queries", Rankings: "rankings", Answers: "answers"}
 
 
 def as_queries(inp: QueryInput) -> Queries:
-    return inp.queries if isinstance(inp, Rankings) else Queries.of(inp)
+    """The queries of any batch (a ranking's or answer's queries, or user input)."""
+    if isinstance(inp, (Rankings, Answers)):
+        return inp.queries
+    return Queries.of(inp)
+
+
+def as_batch(inp: Any) -> Batch:
+    """Accept the shapes users naturally pass: a batch as is, anything else as queries."""
+    return inp if isinstance(inp, (Queries, Rankings, Answers)) else Queries.of(inp)
+
+
+def _names(types: Sequence[type]) -> str:
+    return " or ".join(KIND_NAMES.get(t, t.__name__) for t in types)
+
+
+# --------------------------------------------------------------------------------------
+# Cost metering
+# --------------------------------------------------------------------------------------
+
+
+class _Meter:
+    __slots__ = ("calls", "prompt_tokens", "completion_tokens", "forward_passes", "extra")
+
+    def __init__(self):
+        self.calls = self.prompt_tokens = self.completion_tokens = self.forward_passes = 0
+        self.extra: dict[str, float] = {}
+
+
+_METER: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar("retrievo_cost_meter", default=None)
+
+
+def charge(calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0, forward_passes: int = 0,
+           **extra: float) -> None:
+    """Count work in the cost record of the stage running now (in this thread or task).
+
+    A stage's ``transform`` calls this for each model call it makes, e.g.
+    ``charge(calls=1, prompt_tokens=812, completion_tokens=9)``; the counts land in the
+    :class:`Cost` that ``Stage.__call__`` appends. Sub-pipelines a stage runs keep their
+    own records. Outside a stage it does nothing.
+    """
+    meter = _METER.get()
+    if meter is None:
+        return
+    meter.calls += int(calls)
+    meter.prompt_tokens += int(prompt_tokens)
+    meter.completion_tokens += int(completion_tokens)
+    meter.forward_passes += int(forward_passes)
+    for k, v in extra.items():
+        meter.extra[k] = meter.extra.get(k, 0) + v
+
+
+def _new_costs(before: tuple[Cost, ...], out_costs: tuple[Cost, ...]) -> tuple[Cost, ...]:
+    """Costs a transform added to its output beyond those of its input."""
+    if out_costs[: len(before)] == before:
+        return out_costs[len(before):]
+    return out_costs
+
+
+# --------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------
 
 
 class Stage(ABC):
-    """Base of every pipeline stage. Subclasses implement :meth:`transform`."""
+    """Base of every pipeline stage. Subclasses implement :meth:`transform` and declare
+    ``takes`` (the batch types they accept) and ``gives`` (the type they return); the
+    kind base classes below (:class:`Retriever`, :class:`Rewriter`, :class:`Reranker`,
+    :class:`Reader`) set both."""
 
     #: short name used in cost records and printed specs
     name: str = "stage"
+    #: what the stage is, for listings and messages
+    kind: str = "stage"
+    takes: tuple[type, ...] = (Queries, Rankings)
+    gives: type = Rankings
 
     @abstractmethod
-    def transform(self, inp: Queries | Rankings) -> Rankings:
-        """Return new rankings for ``inp``; never mutate it."""
+    def transform(self, inp: Batch) -> Batch:
+        """Return a new batch for ``inp``; never mutate it."""
 
-    def __call__(self, inp: QueryInput) -> Rankings:
-        data = inp if isinstance(inp, Rankings) else Queries.of(inp)
+    def __call__(self, inp: Any) -> Batch:
+        data = self._accept(inp)
+        meter = _Meter()
+        token = _METER.set(meter)
         start = time.perf_counter()
-        out = self.transform(data)
-        cost = Cost(self.name, time.perf_counter() - start, queries=len(data))
-        before = data.costs if isinstance(data, Rankings) else ()
-        return out.with_costs((*before, cost))
+        try:
+            out = self.transform(data)
+        finally:
+            _METER.reset(token)
+        seconds = time.perf_counter() - start
+        if not isinstance(out, self.gives):
+            raise TypeError(f"stage {self.spec(resources=False)!r} returned {type(out).__name__}, "
+                            f"but declares that it gives {KIND_NAMES.get(self.gives, self.gives.__name__)}")
+        cost = Cost(self.name, seconds, queries=len(data), calls=meter.calls, extra=dict(meter.extra),
+                    prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens,
+                    forward_passes=meter.forward_passes)
+        return out.with_costs((*data.costs, *_new_costs(data.costs, out.costs), cost))
+
+    def _accept(self, inp: Any) -> Batch:
+        data = as_batch(inp)
+        if not isinstance(data, self.takes):
+            hint = ""
+            if isinstance(data, Queries) and Rankings in self.takes:
+                hint = f"; run a retriever first, e.g. 'bm25 >> {self.spec(resources=False)}'"
+            raise StageInputError(f"{self.kind} {self.spec(resources=False)!r} takes {_names(self.takes)}, "
+                                  f"got {KIND_NAMES.get(type(data), type(data).__name__)}{hint}")
+        return data
 
     def search(self, query: str, k: int | None = None):
-        """Convenience for one query string: its :class:`RankedList`."""
-        ranked = self(Queries(["q"], [query]))[0]
-        return ranked if k is None else ranked.top(k)
+        """Convenience for one query string: its :class:`RankedList` (or :class:`Answer`)."""
+        result = self(Queries(["q"], [query]))[0]
+        return result if k is None or not hasattr(result, "top") else result.top(k)
 
     # algebra ------------------------------------------------------------------------
     def __rshift__(self, other: "Stage") -> "Stage":
         return Then.of(self, _stage(other))
 
     def __mod__(self, k: int) -> "Stage":
-        return Then.of(self, CutOff(int(k)))
+        return Then.of(self, CutOff(_cutoff_value(k)))
 
     def __add__(self, other: "Stage") -> "Stage":
         return Fuse((self, _stage(other)), method="sum")
@@ -71,8 +188,22 @@ class Stage(ABC):
         """A copy that returns at most ``k`` results natively, or None if unsupported."""
         return None
 
-    def spec(self) -> str:
+    # identity -----------------------------------------------------------------------
+    def spec(self, resources: bool = True) -> str:
+        """The spec string that rebuilds this stage; ``resources=False`` leaves out the
+        resources it names (index paths), for tables and labels."""
         return self.name
+
+    def resources(self) -> dict[str, Any]:
+        """In-memory resources this stage names in its spec, by name (see
+        :mod:`retrievo.resources`); on-disk ones travel by their path in the spec."""
+        return {}
+
+    def rebuildable(self) -> bool:
+        """Whether :func:`parse` can rebuild this stage from its spec (registered name)."""
+        from retrievo.registry import REGISTRY
+
+        return REGISTRY.knows(self.name)
 
     def __str__(self) -> str:
         return self.spec()
@@ -80,48 +211,141 @@ class Stage(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec()}>"
 
+    def __copy__(self):
+        # copy.copy must not go through __reduce_ex__ (that would rebuild from the spec)
+        out = object.__new__(type(self))
+        if hasattr(self, "__dict__"):
+            out.__dict__.update(self.__dict__)
+        return out
+
+    def __reduce_ex__(self, protocol):
+        """Pickle a rebuildable pipeline as its spec plus in-memory resources, so it
+        rebuilds in another process without pickling caches, thread state or mmaps."""
+        if self.rebuildable():
+            return (_rebuild, (self.spec(), self.resources()))
+        return super().__reduce_ex__(protocol)
+
+
+def _rebuild(spec: str, memory: Mapping[str, Any]) -> "Stage":
+    from retrievo.resources import register_memory
+
+    for name, obj in memory.items():
+        register_memory(name, obj)
+    return parse(spec)
+
+
+class Retriever(Stage):
+    """Queries → rankings. A retriever that can score given candidates also takes
+    rankings (see the module docstring); the default takes queries only."""
+
+    kind = "retriever"
+    takes = (Queries,)
+    gives = Rankings
+
+
+class Rewriter(Stage):
+    """Queries (or a first-stage ranking, for feedback methods) → rewritten queries,
+    possibly with weighted terms (:attr:`Queries.terms`)."""
+
+    kind = "rewriter"
+    takes = (Queries, Rankings)
+    gives = Queries
+
+
+class Reranker(Stage):
+    """Rankings → rankings over the same candidates (reading document text from a store)."""
+
+    kind = "reranker"
+    takes = (Rankings,)
+    gives = Rankings
+
+
+class Reader(Stage):
+    """Rankings → answers (text with cited document ids)."""
+
+    kind = "reader"
+    takes = (Rankings,)
+    gives = Answers
+
 
 def _stage(obj: Any) -> Stage:
     if isinstance(obj, Stage):
         return obj
-    raise TypeError(f"cannot compose a pipeline with {type(obj).__name__}; expected a Stage")
+    raise PipelineCompositionError(f"cannot compose a pipeline with {type(obj).__name__}; expected a Stage")
+
+
+def _cutoff_value(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise PipelineSpecError(f"a cut-off needs a whole number >= 1, got {k!r}")
+    return int(k)
 
 
 def _fmt_value(v: Any) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
+    if isinstance(v, Stage):
+        return v.spec()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return repr(v)
+    return str(v)
 
 
 def spec_call(name: str, params: Mapping[str, Any]) -> str:
     """``name(key=value, ...)``, or just ``name`` when there are no parameters."""
     if not params:
         return name
-    return f"{name}(" + ",".join(f"{k}={_fmt_value(v)}" for k, v in params.items()) + ")"
+    return f"{name}(" + ", ".join(f"{k}={_fmt_value(v)}" for k, v in params.items()) + ")"
 
 
 @dataclass(frozen=True, eq=False)
 class CutOff(Stage):
     k: int
     name = "cutoff"
+    kind = "cutoff"
+    takes = (Rankings,)
+    gives = Rankings
 
     def __post_init__(self):
-        if self.k < 0:
-            raise PipelineSpecError(f"cut-off must be >= 0, got {self.k}")
+        _cutoff_value(self.k)
 
     def transform(self, inp):
-        if not isinstance(inp, Rankings):
-            raise TypeError("a cut-off needs ranked input; put it after a retriever")
         return inp.cut(self.k)
 
-    def spec(self) -> str:
+    def spec(self, resources: bool = True) -> str:
         return f"% {self.k}"
+
+    def rebuildable(self) -> bool:
+        return True
+
+
+def check_composable(first: Stage, second: Stage) -> None:
+    """Raise :class:`PipelineCompositionError` unless ``second`` takes what ``first`` gives."""
+    if not issubclass(first.gives, second.takes):
+        a, b = first.spec(resources=False), second.spec(resources=False)
+        raise PipelineCompositionError(
+            f"cannot run {second.kind} {b!r} after {a!r}: {a!r} gives {_names((first.gives,))}, "
+            f"but {b!r} takes {_names(second.takes)}")
 
 
 @dataclass(frozen=True, eq=False)
 class Then(Stage):
-    """Run stages in sequence; each gets the previous one's rankings."""
+    """Run stages in sequence; each gets the previous one's output."""
 
     stages: tuple[Stage, ...]
     name = "then"
+    kind = "pipeline"
+
+    def __post_init__(self):
+        for a, b in zip(self.stages, self.stages[1:]):
+            check_composable(a, b)
+
+    @property
+    def takes(self):  # type: ignore[override]
+        return self.stages[0].takes
+
+    @property
+    def gives(self):  # type: ignore[override]
+        return self.stages[-1].gives
 
     @classmethod
     def of(cls, first: Stage, second: Stage) -> Stage:
@@ -131,18 +355,20 @@ class Then(Stage):
         for s in right:
             # compile step: push a cut-off into the stage before it when it can stop early
             if isinstance(s, CutOff) and stages:
+                check_composable(stages[-1], s)
                 pushed = stages[-1].with_cutoff(s.k)
                 if pushed is not None:
                     stages[-1] = pushed
                     continue
+            if stages:
+                check_composable(stages[-1], s)
             stages.append(s)
         return stages[0] if len(stages) == 1 else cls(tuple(stages))
 
-    def __call__(self, inp: QueryInput) -> Rankings:
-        data: Queries | Rankings = inp if isinstance(inp, Rankings) else Queries.of(inp)
+    def __call__(self, inp: Any) -> Batch:
+        data = self.stages[0]._accept(inp)
         for s in self.stages:
             data = s(data)
-        assert isinstance(data, Rankings)
         return data
 
     def transform(self, inp):
@@ -152,18 +378,25 @@ class Then(Stage):
         pushed = self.stages[-1].with_cutoff(k)
         return Then(self.stages[:-1] + (pushed,)) if pushed is not None else None
 
-    def spec(self) -> str:
-        parts = []
+    def spec(self, resources: bool = True) -> str:
+        parts: list[str] = []
         for s in self.stages:
-            text = s.spec()
+            text = s.spec(resources)
             if isinstance(s, CutOff):
                 parts[-1] = f"{parts[-1]} {text}"
             else:
                 parts.append(f"({text})" if isinstance(s, Fuse) and s.method == "sum" else text)
         return " >> ".join(parts)
 
+    def resources(self) -> dict[str, Any]:
+        return {k: v for s in self.stages for k, v in s.resources().items()}
+
+    def rebuildable(self) -> bool:
+        return all(s.rebuildable() for s in self.stages)
+
 
 FUSION_METHODS = ("rrf", "sum", "max", "mnz")
+NORMALIZATIONS = ("none", "minmax")
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,40 +415,57 @@ class Fuse(Stage):
     weights: tuple[float, ...] | None = None
     normalize: str | None = None
     name = "fuse"
+    kind = "fusion"
+    gives = Rankings
 
     def __post_init__(self):
         if self.method not in FUSION_METHODS:
             raise PipelineSpecError(f"unknown fusion method {self.method!r}; choose from {', '.join(FUSION_METHODS)}")
         if self.weights is not None and len(self.weights) != len(self.stages):
             raise PipelineSpecError(f"{len(self.weights)} weights for {len(self.stages)} fused stages")
-        if self.normalize not in (None, "none", "minmax"):
+        if self.normalize not in (None, *NORMALIZATIONS):
             raise PipelineSpecError(f"unknown normalisation {self.normalize!r}; use 'minmax' or none")
         if len(self.stages) < 2:
             raise PipelineSpecError("fusion needs at least two stages")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 0:
+            raise PipelineSpecError(f"the rrf constant k must be a whole number >= 0, got {self.k!r}")
+        for s in self.stages:
+            if not issubclass(s.gives, Rankings):
+                raise PipelineCompositionError(
+                    f"cannot fuse {s.spec(resources=False)!r}: it gives {_names((s.gives,))}, fusion needs rankings")
+        if not self.takes:
+            raise PipelineCompositionError("the fused stages take no common input kind: "
+                                           + "; ".join(f"{s.spec(resources=False)!r} takes {_names(s.takes)}"
+                                                       for s in self.stages))
+
+    @property
+    def takes(self):  # type: ignore[override]
+        common = [t for t in (Queries, Rankings, Answers) if all(issubclass(t, s.takes) for s in self.stages)]
+        return tuple(common)
 
     def __add__(self, other: Stage) -> Stage:
         if self.method == "sum" and self.weights is None and self.normalize is None:
             return Fuse((*self.stages, _stage(other)), method="sum")
         return super().__add__(other)
 
-    def __call__(self, inp: QueryInput) -> Rankings:
-        data = inp if isinstance(inp, Rankings) else Queries.of(inp)
+    def __call__(self, inp: Any) -> Rankings:
+        data = self._accept(inp)
         branches = [s(data) for s in self.stages]
         fuse_start = time.perf_counter()
         fused = fuse_rankings(branches, self.method, self.k, self.weights, self.normalize)
-        before = data.costs if isinstance(data, Rankings) else ()
+        before = data.costs
         costs = list(before)
         for b in branches:
-            costs.extend(b.costs[len(before):])
+            costs.extend(_new_costs(before, b.costs))
         costs.append(Cost("fuse", time.perf_counter() - fuse_start, queries=len(data)))
         return fused.with_costs(costs)
 
     def transform(self, inp):
         return self(inp)
 
-    def spec(self) -> str:
+    def spec(self, resources: bool = True) -> str:
         if self.method == "sum" and self.weights is None and self.normalize is None:
-            return " + ".join(s.spec() for s in self.stages)
+            return " + ".join(s.spec(resources) for s in self.stages)
         params: dict[str, Any] = {}
         if self.method == "rrf" and self.k != 60:
             params["k"] = self.k
@@ -223,12 +473,20 @@ class Fuse(Stage):
             params["weights"] = "/".join(str(w) for w in self.weights)
         if self.normalize:
             params["normalize"] = self.normalize
-        extra = "".join(f", {k}={_fmt_value(v)}" for k, v in params.items())
-        return f"{self.method}(" + ", ".join(s.spec() for s in self.stages) + extra + ")"
+        extra = "".join(f", {k}={_fmt_value(v) if not isinstance(v, str) else v}" for k, v in params.items())
+        return f"{self.method}(" + ", ".join(s.spec(resources) for s in self.stages) + extra + ")"
+
+    def resources(self) -> dict[str, Any]:
+        return {k: v for s in self.stages for k, v in s.resources().items()}
+
+    def rebuildable(self) -> bool:
+        return all(s.rebuildable() for s in self.stages)
 
 
 def fuse(*stages: Stage, method: str = "rrf", k: int = 60, weights: Sequence[float] | None = None,
          normalize: str | None = None) -> Fuse:
+    if normalize == "none":
+        normalize = None
     return Fuse(tuple(_stage(s) for s in stages), method, k, None if weights is None else tuple(weights), normalize)
 
 
@@ -276,168 +534,34 @@ def fuse_rankings(branches: Sequence[Rankings], method: str = "rrf", k: int = 60
 
 
 # --------------------------------------------------------------------------------------
-# Spec strings: "bm25", "bm25(k1=1.2,b=0.75) % 100", "rrf(bm25, bm25(k1=1.5))"
+# Spec strings (the parser and registry live in retrievo.spec / retrievo.registry)
 # --------------------------------------------------------------------------------------
 
-StageFactory = Callable[..., Stage]
 
+def parse(spec: "str | Stage", ctx: Mapping[str, Any] | None = None, registry=None) -> Stage:
+    """Build a pipeline from a spec string such as ``"bm25 % 100 >> rm3 >> bm25"``.
 
-@dataclass
-class Registry:
-    """Named stage factories. A factory gets the context mapping and the spec's keyword
-    arguments, e.g. ``factory(ctx, k1=1.2)``; the context carries shared resources such
-    as an index, so specs stay plain strings."""
-
-    factories: dict[str, tuple[StageFactory, str]] = field(default_factory=dict)
-
-    def register(self, name: str, factory: StageFactory, help: str = "") -> None:
-        self.factories[name] = (factory, help)
-
-    def build(self, name: str, ctx: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Stage:
-        if name not in self.factories and self is REGISTRY:
-            import retrievo.retrieve  # noqa: F401  (built-in stages register themselves on import)
-        if name not in self.factories:
-            known = ", ".join(sorted(self.factories)) or "(none registered)"
-            raise PipelineSpecError(f"unknown pipeline stage {name!r}; known stages: {known}")
-        try:
-            return self.factories[name][0](ctx, **kwargs)
-        except TypeError as exc:
-            raise PipelineSpecError(f"bad arguments for stage {name!r}: {exc}") from exc
-
-    def describe(self) -> dict[str, str]:
-        if self is REGISTRY:
-            import retrievo.retrieve  # noqa: F401
-        return {n: h for n, (_, h) in sorted(self.factories.items())}
-
-
-REGISTRY = Registry()
-register = REGISTRY.register
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][\w.\-/:]*)"
-    r"|(?P<str>'[^']*'|\"[^\"]*\")|(?P<op>>>|[%+(),=]))"
-)
-
-
-def _tokenize(spec: str) -> list[tuple[str, str, int]]:
-    out, pos = [], 0
-    spec = spec.rstrip()
-    while pos < len(spec):
-        m = _TOKEN.match(spec, pos)
-        if not m or m.end() == pos:
-            raise PipelineSpecError(f"cannot parse pipeline spec at position {pos}: {spec[pos:pos + 20]!r}")
-        kind = m.lastgroup
-        out.append((kind, m.group(kind), m.start(kind)))
-        pos = m.end()
-    return out
-
-
-class _Parser:
-    def __init__(self, spec: str, ctx: Mapping[str, Any], registry: Registry):
-        self.spec, self.ctx, self.registry = spec, ctx, registry
-        self.toks = _tokenize(spec)
-        self.i = 0
-
-    def peek(self) -> tuple[str, str, int] | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self, value: str | None = None, kind: str | None = None) -> tuple[str, str, int]:
-        tok = self.peek()
-        if tok is None or (value is not None and tok[1] != value) or (kind is not None and tok[0] != kind):
-            want = value or kind or "more input"
-            got = "end of spec" if tok is None else repr(tok[1])
-            raise PipelineSpecError(f"pipeline spec {self.spec!r}: expected {want}, got {got}")
-        self.i += 1
-        return tok
-
-    def parse(self) -> Stage:
-        if not self.toks:
-            raise PipelineSpecError("empty pipeline spec")
-        stage = self.then()
-        if self.peek() is not None:
-            raise PipelineSpecError(f"pipeline spec {self.spec!r}: unexpected {self.peek()[1]!r}")
-        return stage
-
-    def then(self) -> Stage:
-        stage = self.plus()
-        while self.peek() and self.peek()[1] == ">>":
-            self.take(">>")
-            stage = stage >> self.plus()
-        return stage
-
-    def plus(self) -> Stage:
-        stage = self.cut()
-        while self.peek() and self.peek()[1] == "+":
-            self.take("+")
-            stage = stage + self.cut()
-        return stage
-
-    def cut(self) -> Stage:
-        stage = self.atom()
-        while self.peek() and self.peek()[1] == "%":
-            self.take("%")
-            k = self.take(kind="num")[1]
-            if not k.isdigit():
-                raise PipelineSpecError(f"cut-off needs a whole number, got {k!r}")
-            stage = stage % int(k)
-        return stage
-
-    def atom(self) -> Stage:
-        tok = self.peek()
-        if tok and tok[1] == "(":
-            self.take("(")
-            stage = self.then()
-            self.take(")")
-            return stage
-        name = self.take(kind="name")[1]
-        args: list[Stage] = []
-        kwargs: dict[str, Any] = {}
-        if self.peek() and self.peek()[1] == "(":
-            self.take("(")
-            while self.peek() and self.peek()[1] != ")":
-                if self.peek()[0] == "name" and self.i + 1 < len(self.toks) and self.toks[self.i + 1][1] == "=":
-                    key = self.take(kind="name")[1]
-                    self.take("=")
-                    kwargs[key] = self.value()
-                else:
-                    args.append(self.then())
-                if self.peek() and self.peek()[1] == ",":
-                    self.take(",")
-            self.take(")")
-        if name in FUSION_METHODS and args:
-            weights = kwargs.pop("weights", None)
-            if isinstance(weights, str):
-                weights = [float(w) for w in weights.split("/")]
-            elif weights is not None:
-                weights = [float(weights)]
-            try:
-                return fuse(*args, method=name, weights=weights, **kwargs)
-            except TypeError as exc:
-                raise PipelineSpecError(f"bad arguments for {name}(): {exc}") from exc
-        if args:
-            raise PipelineSpecError(f"stage {name!r} takes keyword options only, e.g. {name}(k1=1.2)")
-        return self.registry.build(name, self.ctx, kwargs)
-
-    def value(self) -> Any:
-        kind, text, _ = self.take()
-        if kind == "num":
-            return float(text) if any(c in text for c in ".eE") else int(text)
-        if kind == "str":
-            return text[1:-1]
-        if kind == "name":
-            return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-        raise PipelineSpecError(f"pipeline spec {self.spec!r}: expected a value, got {text!r}")
-
-
-def parse(spec: str, ctx: Mapping[str, Any] | None = None, registry: Registry | None = None) -> Stage:
-    """Build a pipeline from a spec string such as ``"bm25 % 100"``.
-
-    ``ctx`` supplies shared resources to stage factories (e.g. ``{"index": idx}``).
+    The whole spec is checked first — stage names, option names and values, sub-pipelines
+    and resource names — and only then are stages built, so a typo costs nothing.
+    ``ctx`` supplies default resources to stages that do not name theirs (e.g.
+    ``{"index": idx}``).
     """
     if isinstance(spec, Stage):
         return spec
-    return _Parser(spec, ctx or {}, registry or REGISTRY).parse()
+    from retrievo.spec import build, parse_spec
+
+    return build(parse_spec(spec, registry), ctx or {}, registry)
 
 
-__all__ = ["Stage", "CutOff", "Then", "Fuse", "fuse", "fuse_rankings", "parse", "register", "REGISTRY",
-           "Registry", "as_queries", "spec_call"]
+def __getattr__(name: str):
+    # the registry moved to retrievo.registry; keep the old import paths working lazily
+    if name in ("REGISTRY", "Registry", "register"):
+        import retrievo.registry as _registry
+
+        return getattr(_registry, name)
+    raise AttributeError(f"module 'retrievo.pipeline' has no attribute {name!r}")
+
+
+__all__ = ["Stage", "Retriever", "Rewriter", "Reranker", "Reader", "CutOff", "Then", "Fuse", "fuse",
+           "fuse_rankings", "parse", "charge", "check_composable", "as_queries", "as_batch", "spec_call",
+           "FUSION_METHODS", "KIND_NAMES"]

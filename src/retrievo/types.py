@@ -64,15 +64,25 @@ class Document:
 
 
 class Queries(Sequence[Query]):
-    """An ordered batch of queries with unique ids."""
+    """An ordered batch of queries with unique ids.
 
-    __slots__ = ("_ids", "_texts", "_meta", "_pos")
+    Besides its text, a query may carry **weighted terms** (``terms``): analysed terms
+    mapped to weights, which is what a query rewriter such as RM3 produces and what a
+    lexical retriever then scores with instead of analysing the text again. ``costs``
+    holds the cost records of the stages that produced this batch (a rewriter's output
+    carries the first-stage retrieval's costs forward).
+    """
+
+    __slots__ = ("_ids", "_texts", "_meta", "_pos", "_terms", "costs")
 
     def __init__(
         self,
         ids: Sequence[str],
         texts: Sequence[str],
         meta: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        terms: Sequence[Mapping[str, float] | None] | None = None,
+        costs: Sequence["Cost"] = (),
     ):
         ids = tuple(str(i) for i in ids)
         texts = tuple(texts)
@@ -82,12 +92,21 @@ class Queries(Sequence[Query]):
             meta = tuple(MappingProxyType(dict(m)) for m in meta)
             if len(meta) != len(ids):
                 raise ValueError(f"{len(ids)} query ids but {len(meta)} meta records")
+        if terms is not None:
+            terms = tuple(None if t is None else MappingProxyType({str(k): float(v) for k, v in t.items()})
+                          for t in terms)
+            if len(terms) != len(ids):
+                raise ValueError(f"{len(ids)} query ids but {len(terms)} weighted-term records")
+            if all(t is None for t in terms):
+                terms = None
         pos = {qid: i for i, qid in enumerate(ids)}
         if len(pos) != len(ids):
             seen: set[str] = set()
             dup = next(q for q in ids if q in seen or seen.add(q))
             raise DuplicateIdError(f"query id {dup!r} appears more than once")
         self._ids, self._texts, self._meta, self._pos = ids, texts, meta, pos
+        self._terms = terms
+        self.costs = tuple(costs)
 
     # construction -------------------------------------------------------------------
     @classmethod
@@ -126,10 +145,21 @@ class Queries(Sequence[Query]):
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def terms(self) -> tuple[Mapping[str, float] | None, ...] | None:
+        """Per query, its weighted terms (``{term: weight}``) or None; None when no query
+        of the batch has any."""
+        return self._terms
+
+    def term_weights(self, i: int) -> Mapping[str, float] | None:
+        """Weighted terms of the ``i``-th query, or None when it has only text."""
+        return None if self._terms is None else self._terms[i]
+
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             meta = self._meta[i] if self._meta is not None else None
-            return Queries(self._ids[i], self._texts[i], meta)
+            terms = self._terms[i] if self._terms is not None else None
+            return Queries(self._ids[i], self._texts[i], meta, terms=terms, costs=self.costs)
         m = self._meta[i] if self._meta is not None else _EMPTY
         return Query(self._ids[i], self._texts[i], m)
 
@@ -141,7 +171,11 @@ class Queries(Sequence[Query]):
         return qid in self._pos
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Queries) and self._ids == other._ids and self._texts == other._texts
+        return (isinstance(other, Queries) and self._ids == other._ids and self._texts == other._texts
+                and self._terms_dicts() == other._terms_dicts())
+
+    def _terms_dicts(self):
+        return None if self._terms is None else [None if t is None else dict(t) for t in self._terms]
 
     def __hash__(self) -> int:
         return hash((self._ids, self._texts))
@@ -149,7 +183,8 @@ class Queries(Sequence[Query]):
     def __repr__(self) -> str:
         head = ", ".join(f"{q}: {t[:30]!r}" for q, t in zip(self._ids[:3], self._texts[:3]))
         more = f", … +{len(self) - 3}" if len(self) > 3 else ""
-        return f"Queries({len(self)}: {head}{more})"
+        weighted = ", weighted terms" if self._terms is not None else ""
+        return f"Queries({len(self)}{weighted}: {head}{more})"
 
     def position(self, qid: str) -> int:
         try:
@@ -166,11 +201,28 @@ class Queries(Sequence[Query]):
     def subset(self, qids: Iterable[str]) -> "Queries":
         idx = [self.position(q) for q in qids]
         meta = [self._meta[i] for i in idx] if self._meta is not None else None
-        return Queries([self._ids[i] for i in idx], [self._texts[i] for i in idx], meta)
+        terms = [self._terms[i] for i in idx] if self._terms is not None else None
+        return Queries([self._ids[i] for i in idx], [self._texts[i] for i in idx], meta, terms=terms,
+                       costs=self.costs)
 
     def with_texts(self, texts: Sequence[str]) -> "Queries":
-        """Same ids, new texts: what a query rewriter returns."""
-        return Queries(self._ids, texts, self._meta)
+        """Same ids, new texts (weighted terms dropped): what a text rewriter returns."""
+        return Queries(self._ids, texts, self._meta, costs=self.costs)
+
+    def with_terms(self, terms: Sequence[Mapping[str, float] | None]) -> "Queries":
+        """Same ids and texts, with weighted terms: what a term-weighting rewriter returns."""
+        return Queries(self._ids, self._texts, self._meta, terms=terms, costs=self.costs)
+
+    def with_costs(self, costs: Sequence["Cost"]) -> "Queries":
+        out = object.__new__(Queries)
+        out._ids, out._texts, out._meta, out._pos, out._terms = self._ids, self._texts, self._meta, self._pos, self._terms
+        out.costs = tuple(costs)
+        return out
+
+    def __reduce__(self):
+        terms = None if self._terms is None else [None if t is None else dict(t) for t in self._terms]
+        meta = None if self._meta is None else [dict(m) for m in self._meta]
+        return (_rebuild_queries, (self._ids, self._texts, meta, terms, self.costs))
 
     # interop ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, str]:
@@ -186,24 +238,83 @@ class Queries(Sequence[Query]):
         return cls(frame[qid].astype(str).tolist(), frame[text].astype(str).tolist())
 
 
+def _rebuild_queries(ids, texts, meta, terms, costs) -> Queries:
+    return Queries(ids, texts, meta, terms=terms, costs=costs)
+
+
 # --------------------------------------------------------------------------------------
-# Ranked lists
+# Cost records
 # --------------------------------------------------------------------------------------
+
+#: the counters every cost record has besides its stage name (summed by :func:`cost_summary`)
+COST_FIELDS = ("seconds", "queries", "calls", "prompt_tokens", "completion_tokens", "forward_passes")
 
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """What one stage spent on one batch; pipelines concatenate these records."""
+    """What one stage spent on one batch; pipelines concatenate these records.
+
+    ``calls`` counts model or service calls (LLM generations, HTTP requests),
+    ``prompt_tokens``/``completion_tokens`` what an LLM read and wrote, and
+    ``forward_passes`` model forward passes (a listwise reranker may need one per window,
+    FIRST one per list). ``extra`` holds anything method-specific (named counters).
+    """
 
     stage: str
     seconds: float
     queries: int = 0
     calls: int = 0
     extra: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    forward_passes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "seconds": self.seconds, "queries": self.queries,
-                "calls": self.calls, **dict(self.extra)}
+        out = {"stage": self.stage, **{f: getattr(self, f) for f in COST_FIELDS}}
+        out.update(dict(self.extra))
+        return out
+
+    def __add__(self, other: "Cost") -> "Cost":
+        extra = dict(self.extra)
+        for k, v in other.extra.items():
+            extra[k] = extra.get(k, 0) + v
+        return Cost(self.stage, self.seconds + other.seconds, self.queries + other.queries,
+                    self.calls + other.calls, MappingProxyType(extra) if extra else _EMPTY,
+                    self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                    self.forward_passes + other.forward_passes)
+
+
+def cost_summary(costs: Iterable[Cost]) -> dict[str, Cost]:
+    """Sum cost records per stage name, in first-seen order (what a report prints)."""
+    out: dict[str, Cost] = {}
+    for c in costs:
+        out[c.stage] = out[c.stage] + c if c.stage in out else c
+    return out
+
+
+def cost_table(costs: Iterable[Cost], per_query: int | None = None) -> str:
+    """A small markdown table of :func:`cost_summary` (seconds per query when
+    ``per_query`` gives the number of queries). Counters that are zero everywhere are left out."""
+    summary = cost_summary(costs)
+    if not summary:
+        return "(no cost records)"
+    fields = [f for f in COST_FIELDS[2:] if any(getattr(c, f) for c in summary.values())]
+    extras = sorted({k for c in summary.values() for k in c.extra})
+    head = ["stage", "seconds"] + (["s/query"] if per_query else []) + fields + extras
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|"]
+    for c in summary.values():
+        cells = [c.stage, f"{c.seconds:.4g}"]
+        if per_query:
+            cells.append(f"{c.seconds / per_query:.4g}")
+        cells += [f"{getattr(c, f):,}" for f in fields]
+        cells += [f"{c.extra.get(k, 0):g}" for k in extras]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Ranked lists
+# --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +333,11 @@ class RankedList:
 
     def top(self, k: int) -> "RankedList":
         return RankedList(self.qid, self.doc_ids[:k], self.scores[:k])
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{d}: {s:.4g}" for d, s in zip(self.doc_ids[:3].tolist(), self.scores[:3].tolist()))
+        more = f", … +{len(self) - 3}" if len(self) > 3 else ""
+        return f"RankedList({self.qid!r}, {len(self)} results: {head}{more})"
 
 
 class Rankings(Sequence[RankedList]):
@@ -365,6 +481,9 @@ class Rankings(Sequence[RankedList]):
         out.costs = tuple(costs)
         return out
 
+    def __reduce__(self):
+        return (Rankings, (self.queries, self.doc_ids, self.scores, self.offsets, self.costs))
+
     def with_queries(self, queries: Queries) -> "Rankings":
         """Same results under another batch of queries with the same ids (e.g. original
         texts restored after a rewrite stage)."""
@@ -416,6 +535,120 @@ class Rankings(Sequence[RankedList]):
             else:
                 lists.append((g["docno"].astype(str).to_numpy(dtype=object), g["score"].to_numpy(dtype=np.float64)))
         return cls.from_lists(queries, lists, sort=True)
+
+
+# --------------------------------------------------------------------------------------
+# Answers
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One query's answer: its text, the ids of the documents it cites (in citation
+    order) and the ranked list the reader saw (None when it read nothing)."""
+
+    qid: str
+    text: str
+    citations: tuple[str, ...]
+    context: RankedList | None = None
+
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"Answer({self.qid!r}, {text!r}, cites {list(self.citations)})"
+
+
+class Answers(Sequence[Answer]):
+    """Answers for a batch of queries, columnar like :class:`Rankings`.
+
+    Per query an answer text; cited document ids stored flat (``citations[offsets[i]:
+    offsets[i+1]]`` are those of ``queries[i]``); the :class:`Rankings` the reader saw
+    (``contexts``, same queries, or None for a closed-book reader); and the cost records
+    of every stage that led here.
+    """
+
+    __slots__ = ("queries", "texts", "citations", "offsets", "contexts", "costs")
+
+    def __init__(self, queries: Queries, texts: Sequence[str], citations: np.ndarray | Sequence[str],
+                 offsets: np.ndarray | Sequence[int], contexts: Rankings | None = None,
+                 costs: Sequence[Cost] = ()):
+        texts = tuple(str(t) for t in texts)
+        citations = np.asarray(citations, dtype=object) if len(citations) else np.empty(0, dtype=object)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if len(texts) != len(queries):
+            raise ValueError(f"{len(texts)} answer texts for {len(queries)} queries")
+        if len(offsets) != len(queries) + 1 or offsets[0] != 0 or offsets[-1] != len(citations) \
+                or (np.diff(offsets) < 0).any():
+            raise ValueError("offsets must have len(queries)+1 non-decreasing entries from 0 to len(citations)")
+        if contexts is not None and contexts.queries.ids != queries.ids:
+            raise ValueError("the contexts must answer the same queries in the same order")
+        self.queries, self.texts, self.contexts = queries, texts, contexts
+        self.citations = _frozen(citations)
+        self.offsets = _frozen(offsets)
+        self.costs = tuple(costs)
+
+    @classmethod
+    def from_lists(cls, queries: Queries, texts: Sequence[str], citations: Sequence[Sequence[str]],
+                   contexts: Rankings | None = None, costs: Sequence[Cost] = ()) -> "Answers":
+        """From one text and one list of cited ids per query, in ``queries`` order."""
+        if len(citations) != len(queries):
+            raise ValueError(f"{len(citations)} citation lists for {len(queries)} queries")
+        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in citations], out=offsets[1:])
+        flat = _object_array(str(d) for c in citations for d in c)
+        return cls(queries, texts, flat, offsets, contexts, costs)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def _at(self, i: int) -> Answer:
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        ctx = self.contexts._at(i) if self.contexts is not None else None
+        return Answer(self.queries.ids[i], self.texts[i], tuple(self.citations[a:b].tolist()), ctx)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return self._at(self.queries.position(key))
+        if isinstance(key, slice):
+            raise TypeError("slice Answers by query ids with .subset()")
+        if key < 0:
+            key += len(self)
+        if not 0 <= key < len(self):
+            raise IndexError(key)
+        return self._at(key)
+
+    def __iter__(self) -> Iterator[Answer]:
+        return (self._at(i) for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"Answers({len(self)} queries, {len(self.citations)} citations)"
+
+    def subset(self, qids: Iterable[str]) -> "Answers":
+        qids = list(qids)
+        picked = [self[q] for q in qids]
+        ctx = self.contexts.subset(qids) if self.contexts is not None else None
+        return Answers.from_lists(self.queries.subset(qids), [a.text for a in picked],
+                                  [a.citations for a in picked], ctx, self.costs)
+
+    def with_costs(self, costs: Sequence[Cost]) -> "Answers":
+        out = object.__new__(Answers)
+        out.queries, out.texts, out.citations, out.offsets = self.queries, self.texts, self.citations, self.offsets
+        out.contexts = self.contexts
+        out.costs = tuple(costs)
+        return out
+
+    def __reduce__(self):
+        return (Answers, (self.queries, self.texts, self.citations, self.offsets, self.contexts, self.costs))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{qid: {"answer": text, "citations": [doc ids]}}``."""
+        return {a.qid: {"answer": a.text, "citations": list(a.citations)} for a in self}
+
+    def to_pandas(self):
+        """One row per query: qid, query, answer, citations (a list of doc ids)."""
+        import pandas as pd
+
+        return pd.DataFrame({"qid": list(self.queries.ids), "query": list(self.queries.texts),
+                             "answer": list(self.texts), "citations": [list(a.citations) for a in self]})
 
 
 # --------------------------------------------------------------------------------------
@@ -483,4 +716,5 @@ class Qrels:
                    frame[label].astype(int).tolist())
 
 
-__all__ = ["Query", "Document", "Queries", "Cost", "RankedList", "Rankings", "Qrels"]
+__all__ = ["Query", "Document", "Queries", "Cost", "COST_FIELDS", "cost_summary", "cost_table", "RankedList",
+           "Rankings", "Answer", "Answers", "Qrels"]

@@ -15,6 +15,12 @@ with their tf=0 value, which shifts rankings; we keep the papers' definition).
 Scores depend on collection statistics, so per-posting impacts are computed from the
 index's raw term frequencies when the retriever is created (vectorised numpy, O(postings))
 and summed by the numba kernel in :mod:`retrievo.retrieve.topk`.
+
+Queries with weighted terms (:attr:`Queries.terms`, e.g. from RM3) are scored as Lucene
+scores a ``BooleanQuery`` of ``BoostQuery(TermQuery)`` clauses: each term's impact times
+its weight, summed in double precision. Given rankings instead of queries, BM25 scores
+only those candidates (as a reranker would; see :mod:`retrievo.pipeline`), with exactly
+the scores a full retrieval gives them; a candidate that matches no query term scores 0.
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, EmptyQueryError
+from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
 from retrievo.index.inverted import InvertedIndex
-from retrievo.pipeline import Stage, as_queries, register, spec_call
+from retrievo.pipeline import Retriever, spec_call
+from retrievo.registry import BM25_METHODS
+from retrievo.resources import is_memory_name, resource_name
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
-METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+METHODS = BM25_METHODS  # the registry's option schema and the retriever share one list
 DEFAULT_K = 1000
 
 
@@ -164,9 +172,10 @@ def default_threads() -> int:
 
 # ---------------------------------------------------------------------------- the stage
 @dataclass(eq=False)
-class BM25(Stage):
+class BM25(Retriever):
     """BM25 over an :class:`InvertedIndex`. ``BM25(index)`` is Pyserini's default
-    (Lucene, k1=0.9, b=0.4, top 1000)."""
+    (Lucene, k1=0.9, b=0.4, top 1000). Takes queries (retrieval) or rankings (scores
+    the candidates only)."""
 
     index: InvertedIndex
     k1: float = 0.9
@@ -177,12 +186,26 @@ class BM25(Stage):
     threads: int | None = None
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "bm25"
+    takes = (Queries, Rankings)
 
     def __post_init__(self):
+        if not isinstance(self.index, InvertedIndex):
+            raise ConfigError(f"bm25 needs an InvertedIndex, got {type(self.index).__name__}")
         self.params = BM25Params(float(self.k1), float(self.b), self.method, self.delta)
         if self.k < 0:
             raise ConfigError(f"k must be >= 0, got {self.k}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         self._arrays()  # impacts now, so the first batch's timing is only search
+
+    @classmethod
+    def from_options(cls, ctx: Mapping[str, Any], index: InvertedIndex | None = None, **options: Any) -> "BM25":
+        """Registry factory: ``bm25(index='sf.idx', k1=...)``, or the context's index."""
+        index = index if index is not None else ctx.get("index")
+        if index is None:
+            raise ConfigError("the bm25 stage needs an index: name one (bm25(index='sf.idx')), build one with "
+                              "`retrievo index`, or pass ctx={'index': ...}")
+        return cls(index, **options)
 
     # search-time arrays are built once per index generation
     def _arrays(self):
@@ -217,34 +240,42 @@ class BM25(Stage):
         """Analysed query terms with their counts (Anserini's bag-of-words boosts)."""
         return Counter(self.index.analyzer(text))
 
-    def transform(self, inp: Queries | Rankings) -> Rankings:
-        queries = as_queries(inp)
-        st = self._arrays()
-        vocab = st["vocab"]
+    def _query_terms(self, queries: Queries, vocab: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat (term ids, weights, per-query offsets): analysed text with counts as
+        weights (Anserini's bag of words), or the query's weighted terms when it has them."""
         q_terms: list[int] = []
         q_weights: list[float] = []
         q_ptr = np.zeros(len(queries) + 1, dtype=np.int64)
         analyzer = self.index.analyzer
         for i, (qid, text) in enumerate(zip(queries.ids, queries.texts)):
-            if not text or not text.strip():
-                raise EmptyQueryError(f"query {qid!r} is empty; give it some text")
-            for term, count in Counter(analyzer(text)).items():
+            weighted = queries.term_weights(i)
+            if weighted is None:
+                if not text or not text.strip():
+                    raise EmptyQueryError(f"query {qid!r} is empty; give it some text")
+                weighted = Counter(analyzer(text))
+            elif not weighted:
+                raise EmptyQueryError(f"query {qid!r} has an empty weighted-term list")
+            for term, weight in weighted.items():
                 tid = vocab.get(term)
                 if tid is not None:
                     q_terms.append(tid)
-                    q_weights.append(count)
+                    q_weights.append(weight)
             q_ptr[i + 1] = len(q_terms)
-        threads = min(self.threads or default_threads(), len(queries))
-        if threads > 1:
-            import numba
+        return q_ptr, np.asarray(q_terms, dtype=np.int64), np.asarray(q_weights, dtype=np.float32)
 
-            threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-            numba.set_num_threads(threads)
+    def transform(self, inp: Queries | Rankings) -> Rankings:
+        if isinstance(inp, Rankings):
+            return self._score_candidates(inp)
+        queries = inp
+        st = self._arrays()
+        q_ptr, q_terms, q_weights = self._query_terms(queries, st["vocab"])
+        # the kernel splits a batch into `threads` chunks (prange): no process-wide thread
+        # setting is changed, so concurrent callers and other numba code are unaffected
+        threads = max(1, min(self.threads or default_threads(), len(queries)))
         k = min(self.k, st["n_docs"])
         out_docs, out_scores, counts = search_postings(
-            q_ptr, np.asarray(q_terms, dtype=np.int64), np.asarray(q_weights, dtype=np.float32),
-            st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"], st["by_rank"], k,
-            self._workspace(threads), threads)
+            q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"],
+            st["by_rank"], k, self._workspace(threads), threads)
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]
@@ -256,6 +287,40 @@ class BM25(Stage):
         offsets = np.zeros(len(queries) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         return Rankings(queries, st["ids"][flat], scores, offsets)
+
+    def _score_candidates(self, rankings: Rankings) -> Rankings:
+        """BM25 scores of each query's candidates, in the kernel's order of summation (query
+        terms in order, float32 term contributions summed in float64), so a candidate's
+        score equals the one a full retrieval gives it; sorted like the kernel sorts."""
+        st = self._arrays()
+        queries = rankings.queries
+        q_ptr, q_terms, q_weights = self._query_terms(queries, st["vocab"])
+        id_map = self.index._ids_to_global()
+        indptr, docs, imps = st["indptr"], st["docs"], st["imps"]
+        lists = []
+        for qi, ranked in enumerate(rankings):
+            cand_ids = ranked.doc_ids.tolist()
+            try:
+                cands = np.fromiter((id_map[d] for d in cand_ids), dtype=np.int64, count=len(cand_ids))
+            except KeyError as exc:
+                raise UnknownIdError(f"bm25 cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
+                                     "it is not in the index") from None
+            acc = np.zeros(len(cands), dtype=np.float64)
+            for j in range(q_ptr[qi], q_ptr[qi + 1]):
+                t, w = q_terms[j], q_weights[j]
+                for s in range(indptr.shape[0]):
+                    a, b = indptr[s, t], indptr[s, t + 1]
+                    if a == b:
+                        continue
+                    seg_docs = docs[a:b]
+                    pos = np.searchsorted(seg_docs, cands)
+                    pos[pos >= len(seg_docs)] = 0
+                    hit = seg_docs[pos] == cands
+                    acc[hit] += (w * imps[a:b][pos[hit]]).astype(np.float64)
+            scores = acc.astype(np.float32)
+            order = np.lexsort((st["id_rank"][cands], -scores))
+            lists.append((ranked.doc_ids[order], scores[order]))
+        return Rankings.from_lists(queries, lists)
 
     def _workspace(self, threads: int) -> Workspace:
         # one workspace per calling Python thread, so concurrent callers never share buffers
@@ -273,27 +338,19 @@ class BM25(Stage):
         clone.k = k
         return clone
 
-    def spec(self) -> str:
+    def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
-        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None}
+        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None}
         for key, default in defaults.items():
             if getattr(self, key) != default:
                 params[key] = getattr(self, key)
+        if resources:
+            params["index"] = resource_name(self.index, "index")
         spec = spec_call("bm25", params)
         return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
 
-
-def _bm25_factory(ctx: Mapping[str, Any], **kwargs: Any) -> BM25:
-    index = ctx.get("index")
-    if index is None:
-        raise ConfigError("the bm25 stage needs an index: build one with `retrievo index` or pass ctx={'index': ...}")
-    allowed = {"k1", "b", "method", "k", "delta", "threads"}
-    unknown = set(kwargs) - allowed
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; bm25 takes {sorted(allowed)}")
-    return BM25(index, **kwargs)
-
-
-register("bm25", _bm25_factory, "BM25 (Lucene-exact by default: k1=0.9, b=0.4); options k1, b, method, k")
+    def resources(self) -> dict[str, Any]:
+        name = resource_name(self.index, "index")
+        return {name: self.index} if is_memory_name(name) else {}
 
 __all__ = ["BM25", "BM25Params", "METHODS", "lucene_length_table", "lucene_encode_lengths", "segment_impacts"]

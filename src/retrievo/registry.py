@@ -1,0 +1,287 @@
+"""The stage registry, as data.
+
+Every stage name maps to an entry: the ``"module:attribute"`` of a factory, one line of
+help, its kind, and its options (name, type, default, allowed values, help). Because the
+entries are plain data, listing the stages (``retrievo pipelines``) and checking a spec —
+unknown names, typos in options, values of the wrong type — imports no method module: the
+factory's module is imported only when a stage is built. So adding a method never touches
+the core, and a spec naming a torch-based reranker does not load torch until it runs.
+
+Third-party packages add stages through the ``retrievo.stages`` entry-point group; an
+entry point names either a :class:`StageEntry` (cheap to list) or a factory callable, e.g.
+in ``pyproject.toml``::
+
+    [project.entry-points."retrievo.stages"]
+    my_reranker = "my_pkg.retrievo_stages:MY_RERANKER"   # a StageEntry
+
+A factory takes the build context (default resources such as ``ctx["index"]``) and the
+spec's options, already converted and checked: ``factory(ctx, **options) -> Stage``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from retrievo.errors import PipelineSpecError
+
+ENTRY_POINT_GROUP = "retrievo.stages"
+
+#: option types a spec value can be converted to
+OPTION_TYPES = ("int", "float", "bool", "str", "choice", "floats", "pipeline", "index", "model", "path")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a stage: what a spec may set and how its text is read.
+
+    ``type``: ``int``, ``float``, ``bool``, ``str`` (any token: ``bm25+``, a model name, a
+    path), ``choice`` (one of ``choices``), ``floats`` (``1.0/0.5``), ``pipeline`` (a
+    sub-pipeline such as ``bm25 % 5``), ``index`` (an index named by its path, opened
+    through the per-process resource cache), ``model`` (a model name or path), ``path``.
+    """
+
+    name: str
+    type: str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self):
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name!r}: unknown type {self.type!r}")
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            kind = "|".join(str(c) for c in self.choices)
+        else:
+            kind = self.type
+            if self.min is not None or self.max is not None:
+                lo = "" if self.min is None else f"{self.min:g}"
+                hi = "" if self.max is None else f"{self.max:g}"
+                kind += f" in [{lo}, {hi}]" if self.max is not None else f" >= {lo}"
+        default = "" if self.default is None else f" = {self.default}"
+        return f"{self.name}: {kind}{default}"
+
+
+#: default (takes, gives) of each stage kind, by the names of the batch types
+KIND_IO: dict[str, tuple[tuple[str, ...], str]] = {
+    "retriever": (("queries",), "rankings"),
+    "rewriter": (("queries", "rankings"), "queries"),
+    "reranker": (("rankings",), "rankings"),
+    "reader": (("rankings",), "answers"),
+}
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    """A registered stage name: what to import to build it and what it accepts."""
+
+    name: str
+    target: str | Callable[..., Any]
+    help: str = ""
+    kind: str = "stage"
+    options: tuple[Option, ...] | None = ()
+    #: positional sub-pipelines (fusion: ``rrf(a, b, c)``); else they fill ``pipeline`` options in order
+    variadic: bool = False
+    #: what the stage takes and gives ("queries", "rankings", "answers"); None: the kind's default
+    takes: tuple[str, ...] | None = None
+    gives: str | None = None
+
+    def io(self) -> tuple[tuple[str, ...], str] | None:
+        """(takes, gives) as declared, else the kind's default, else None (unknown)."""
+        default = KIND_IO.get(self.kind)
+        if default is None and self.takes is None:
+            return None
+        takes = self.takes if self.takes is not None else default[0]
+        gives = self.gives if self.gives is not None else default[1]
+        return takes, gives
+
+    @property
+    def typed(self) -> bool:
+        """False for ad-hoc factories registered without an option schema (any keyword
+        is passed through as a literal)."""
+        return self.options is not None
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options or () if o.name == name), None)
+
+    def factory(self) -> Callable[..., Any]:
+        if callable(self.target):
+            return self.target
+        module, _, attr = self.target.partition(":")
+        try:
+            obj: Any = import_module(module)
+        except ImportError as exc:
+            from retrievo.errors import MissingExtraError
+
+            raise MissingExtraError(f"stage {self.name!r} needs {module!r}, which cannot be imported ({exc}); "
+                                    "install the extra that provides it") from exc
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+@dataclass
+class Registry:
+    """Stage names → :class:`StageEntry`. The process-wide :data:`REGISTRY` starts with
+    the built-in table below and loads the ``retrievo.stages`` entry points on first use."""
+
+    entries: dict[str, StageEntry] = field(default_factory=dict)
+    entry_points: bool = False
+    _loaded: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # registering -----------------------------------------------------------------------
+    def add(self, entry: StageEntry) -> StageEntry:
+        self.entries[entry.name] = entry
+        return entry
+
+    def register(self, name: str, factory: Callable[..., Any] | str, help: str = "", *,
+                 kind: str = "stage", options: Sequence[Option] | None = None, variadic: bool = False) -> StageEntry:
+        """Register ``name``. Without ``options`` the factory takes any keyword (values
+        read as literals); with them, specs are checked against the schema."""
+        return self.add(StageEntry(name, factory, help, kind, None if options is None else tuple(options), variadic))
+
+    def load_entry_points(self, force: bool = False) -> list[str]:
+        """Add the stages third-party packages declare in the ``retrievo.stages`` group;
+        returns their names. Entries already registered under the same name win."""
+        with self._lock:
+            if self._loaded and not force:
+                return []
+            self._loaded = True
+        from importlib.metadata import entry_points
+
+        added = []
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in self.entries and not force:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the core
+                import warnings
+
+                warnings.warn(f"retrievo stage plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
+                continue
+            entry = obj if isinstance(obj, StageEntry) else StageEntry(ep.name, obj, (obj.__doc__ or "").strip()
+                                                                      .split("\n")[0], options=None)
+            if entry.name != ep.name:
+                entry = dataclasses.replace(entry, name=ep.name)
+            self.entries[ep.name] = entry
+            added.append(ep.name)
+        return added
+
+    # looking up ------------------------------------------------------------------------
+    def _ensure(self) -> None:
+        if self.entry_points and not self._loaded:
+            self.load_entry_points()
+
+    def knows(self, name: str) -> bool:
+        if name in self.entries or name in CORE:
+            return True
+        self._ensure()
+        return name in self.entries
+
+    def entry(self, name: str) -> StageEntry:
+        if name not in self.entries:
+            self._ensure()
+        entry = self.entries.get(name) or CORE.get(name)
+        if entry is None:
+            names = sorted({*self.entries, *CORE})
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+            raise PipelineSpecError(f"unknown pipeline stage {name!r}{hint} Known stages: {', '.join(names)} "
+                                    "(`retrievo pipelines` lists them with their options)") from None
+        return entry
+
+    def build(self, name: str, ctx: Mapping[str, Any], kwargs: Mapping[str, Any]):
+        """Build one stage from already-checked options."""
+        entry = self.entry(name)
+        try:
+            return entry.factory()(ctx, **kwargs)
+        except TypeError as exc:
+            raise PipelineSpecError(f"bad arguments for stage {name!r}: {exc}") from exc
+
+    def describe(self) -> dict[str, str]:
+        """``{name: one-line help}``, sorted by name."""
+        self._ensure()
+        return {n: e.help for n, e in sorted(self.entries.items())}
+
+    def __iter__(self):
+        self._ensure()
+        return iter(sorted(self.entries.values(), key=lambda e: e.name))
+
+
+# --------------------------------------------------------------------------------------
+# Built-in stages (data only: nothing here imports a method module)
+# --------------------------------------------------------------------------------------
+
+BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+
+_INDEX = Option("index", "index", help="index folder (default: the index the pipeline runs on)")
+
+_FUSION_OPTIONS = (
+    Option("weights", "floats", help="one weight per fused stage, e.g. 1.0/0.5"),
+    Option("normalize", "choice", None, "per-query score normalisation before fusing",
+           choices=("none", "minmax")),
+)
+
+BUILTIN: tuple[StageEntry, ...] = (
+    StageEntry(
+        "bm25", "retrievo.retrieve.bm25:BM25.from_options",
+        "BM25 retriever, Lucene-exact by default (k1=0.9, b=0.4, top 1000); after a ranking it "
+        "re-scores the candidates only",
+        "retriever",
+        (
+            Option("k1", "float", 0.9, "term-frequency saturation", min=0),
+            Option("b", "float", 0.4, "length normalisation", min=0, max=1),
+            Option("method", "choice", "lucene", "BM25 variant (Kamphuis et al., 2020)", choices=BM25_METHODS),
+            Option("k", "int", 1000, "results per query", min=1),
+            Option("delta", "float", None, "lower bound of bm25l / bm25+ (0.5 / 1.0 by default)", min=0),
+            Option("threads", "int", None, "search threads (default: all cores)", min=1),
+            _INDEX,
+        ),
+        takes=("queries", "rankings"),
+    ),
+    StageEntry(
+        "rm3", "retrievo.rewrite.rm3:RM3.from_options",
+        "RM3 pseudo-relevance feedback (Anserini's): rankings -> weighted query; use as bm25 >> rm3 >> bm25",
+        "rewriter",
+        (
+            Option("fb_terms", "int", 10, "expansion terms kept", min=1),
+            Option("fb_docs", "int", 10, "feedback documents (top of the ranking)", min=1),
+            Option("original_query_weight", "float", 0.5, "weight of the original query", min=0, max=1),
+            Option("filter_terms", "bool", True, "keep only [a-z0-9]+ terms of 2..20 characters"),
+            _INDEX,
+        ),
+        takes=("rankings",),
+    ),
+    StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
+               (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True),
+    StageEntry("sum", "retrievo.spec:sum_factory", "CombSUM fusion: sum(a, b, ...) (same as a + b)", "fusion",
+               _FUSION_OPTIONS, variadic=True),
+    StageEntry("max", "retrievo.spec:max_factory", "CombMAX fusion: max(a, b, ...)", "fusion",
+               _FUSION_OPTIONS, variadic=True),
+    StageEntry("mnz", "retrievo.spec:mnz_factory", "CombMNZ fusion: mnz(a, b, ...)", "fusion",
+               _FUSION_OPTIONS, variadic=True),
+)
+
+#: operators of the algebra itself, known to every registry (custom ones included)
+CORE: dict[str, StageEntry] = {e.name: e for e in BUILTIN if e.kind == "fusion"}
+
+REGISTRY = Registry({e.name: e for e in BUILTIN}, entry_points=True)
+
+
+def register(name: str, factory: Callable[..., Any] | str, help: str = "", **kwargs: Any) -> StageEntry:
+    """Register a stage in the process-wide registry (see :meth:`Registry.register`)."""
+    return REGISTRY.register(name, factory, help, **kwargs)
+
+
+__all__ = ["BUILTIN", "KIND_IO", "ENTRY_POINT_GROUP", "Option", "REGISTRY", "Registry", "StageEntry", "register"]
