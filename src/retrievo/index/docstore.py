@@ -246,7 +246,9 @@ class DocStore:
                          else np.empty(0, object))
         return self._ids
 
-    def _map(self) -> dict[str, int]:
+    def id_map(self) -> dict[str, int]:
+        """Live id -> global document number, built on first use and shared by every
+        lookup of this snapshot (callers must not modify it)."""
         if self._id_map is None:
             ids = self.ids.tolist()
             if all(lv is None for lv in self.lives):
@@ -258,15 +260,15 @@ class DocStore:
         return self._id_map
 
     def __len__(self) -> int:
-        return len(self._map())
+        return len(self.id_map())
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._map()
+        return doc_id in self.id_map()
 
     def locate(self, doc_id: str) -> int:
         """Global document number of a live id."""
         try:
-            return self._map()[doc_id]
+            return self.id_map()[doc_id]
         except KeyError:
             raise UnknownIdError(f"document id {doc_id!r} is not in the index") from None
 
@@ -292,7 +294,7 @@ class DocStore:
         looked up first, so one call reports every missing id, not the first).
         """
         self._require_text()
-        id_map = self._map()
+        id_map = self.id_map()
         doc_ids = list(doc_ids)
         missing = [d for d in doc_ids if d not in id_map]
         if missing:

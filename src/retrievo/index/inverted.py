@@ -234,6 +234,11 @@ class InvertedIndex:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self.docstore
 
+    def _ids_to_global(self) -> dict[str, int]:
+        """Live id -> global document number for callers that look up many ids at once
+        (the document store's shared map; see :meth:`DocStore.id_map`)."""
+        return self.docstore.id_map()
+
     def locate(self, doc_id: str) -> int:
         """Global document number of a live document id (:class:`UnknownIdError` if none)."""
         return self.docstore.locate(doc_id)
