@@ -4,22 +4,29 @@
 corpus, a folder of text files, or nothing (the built-in Python documentation corpus) —
 into a searchable :class:`InvertedIndex`; ``build_pipeline`` turns a spec string into a
 stage over it; ``evaluate_pipeline`` runs the BEIR evaluation that our published numbers
-come from.
+come from; ``compare_pipelines`` runs ``retrievo compare``; ``search_queries`` gathers the
+queries of ``retrievo search``; ``save_run`` writes a run with its protocol beside it.
+Everything the command line does is one call here, so notebooks and scripts get the same
+behaviour (and the same protocol manifests) as the CLI.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrievo.data import BeirDataset, IrDataset, PydocCorpus, load_ir_dataset, open_collection
-from retrievo.errors import DataFormatError
-from retrievo.evaluate import DEFAULT_METRICS, evaluate
+from retrievo.data import (BeirDataset, IrDataset, PydocCorpus, load_ir_dataset, open_collection, read_queries,
+                           write_run)
+from retrievo.errors import ConfigError, DataFormatError, EmptyQueryError
+from retrievo.evaluate import DEFAULT_METRICS, Experiment, ExperimentResult, aggregate, evaluate
+from retrievo.evaluate.protocol import Protocol, dataset_identity, file_identity, rankings_depth, stage_models
 from retrievo.index import InvertedIndex
 from retrievo.pipeline import Stage, parse
-from retrievo.types import Queries, Rankings
+from retrievo.types import Queries, Query, Rankings
 
 import retrievo.retrieve  # noqa: F401  (registers the retrievers' pipeline names)
 
@@ -92,36 +99,172 @@ def join_rankings(queries: Queries, parts: Sequence[Rankings]) -> Rankings:
 
 @dataclass
 class EvalReport:
+    """What ``retrievo eval`` prints: aggregate metrics, the rankings they came from,
+    optional per-query values and the :class:`Protocol` that makes the numbers reproducible."""
+
     metrics: dict[str, float]
     rankings: Rankings
     per_query: dict[str, dict[str, float]] | None
     pipeline: str
     split: str
     num_queries: int
+    protocol: Protocol | None = None
+
+
+def open_dataset(data: str | Path) -> BeirDataset | IrDataset:
+    """An evaluation dataset: ``irds:<id>`` (ir_datasets, the id names the split) or a BEIR folder."""
+    return open_source(data) if str(data).startswith(IRDS_PREFIX) else BeirDataset(data)
+
+
+def _split_arg(dataset: BeirDataset | IrDataset, split: str) -> str | None:
+    return None if isinstance(dataset, IrDataset) else split
+
+
+def _open_or_build_index(data: str | Path, index: str | Path | InvertedIndex | None,
+                         progress: bool) -> InvertedIndex:
+    if isinstance(index, InvertedIndex):
+        return index
+    if index is not None:
+        return InvertedIndex.open(index)
+    return build_index(data, None, progress=progress)
 
 
 def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, split: str = "test",
                       metrics: Sequence[str] = DEFAULT_METRICS, index: str | Path | InvertedIndex | None = None,
                       keep_self_hits: bool = False, per_query: bool = False, progress: bool = False) -> EvalReport:
     """Evaluate a pipeline on a BEIR folder's split, or on an ``irds:<id>`` dataset (whose
-    id names the split). BEIR convention: self-hits dropped unless ``keep_self_hits``."""
-    dataset = open_source(data_dir) if str(data_dir).startswith(IRDS_PREFIX) else BeirDataset(data_dir)
-    split_arg = None if isinstance(dataset, IrDataset) else split
+    id names the split). BEIR convention: self-hits dropped unless ``keep_self_hits``.
+    The report's ``protocol`` names the dataset files' hashes, the index and the rules."""
+    dataset = open_dataset(data_dir)
+    split_arg = _split_arg(dataset, split)
     queries = dataset.queries(split_arg)
     qrels = dataset.qrels(split_arg)
-    if isinstance(index, InvertedIndex):
-        idx = index
-    elif index is not None:
-        idx = InvertedIndex.open(index)
-    else:
-        idx = build_index(data_dir, None, progress=progress)
+    idx = _open_or_build_index(data_dir, index, progress)
     stage = build_pipeline(pipeline, idx)
     rankings = run_in_batches(stage, queries, progress=progress)
     if not keep_self_hits:
         rankings = rankings.drop_self_hits()
-    scores = evaluate(rankings, qrels, list(metrics))
-    pq = evaluate(rankings, qrels, list(metrics), per_query=True) if per_query else None
-    return EvalReport(scores, rankings, pq, str(stage), split, len(queries))
+    names = list(metrics)
+    table = evaluate(rankings, qrels, names, per_query=True)
+    scores = aggregate(table, names)
+    protocol = Protocol.for_evaluation(
+        pipelines=[str(stage)], metrics=list(scores), num_queries=len(next(iter(table.values()))),
+        self_hits="kept" if keep_self_hits else "dropped", split=split_arg, depth=rankings_depth(rankings),
+        data=dataset_identity(dataset, split_arg), index=idx, models=stage_models(stage))
+    return EvalReport(scores, rankings, table if per_query else None, str(stage), split, len(queries), protocol)
+
+
+def compare_pipelines(data: str | Path, pipelines: Sequence[str | Stage], *, split: str = "test",
+                      metrics: Sequence[str] = ("nDCG@10", "R@100", "AP"),
+                      index: str | Path | InvertedIndex | None = None, test: str = "t",
+                      correction: str = "holm", keep_self_hits: bool = False, warmup: bool = True,
+                      progress: bool = False) -> ExperimentResult:
+    """Compare pipelines on a BEIR folder's split (or ``irds:<id>``) with paired tests
+    against the first one, each system warmed up before it is timed.
+
+    Two specs that parse to the same pipeline raise :class:`ConfigError`: the duplicate
+    would be a copy of the baseline, "compared" with a p-value of 1, and keying results by
+    spec would otherwise silently drop one.
+    """
+    if not pipelines:
+        raise ConfigError("compare needs at least one pipeline (-p SPEC)")
+    dataset = open_dataset(data)
+    split_arg = _split_arg(dataset, split)
+    idx = _open_or_build_index(data, index, progress)
+    systems: dict[str, Stage] = {}  # keyed by the spec as the user wrote it: the names in the table
+    given: dict[str, str] = {}  # canonical spec -> the spec that produced it first
+    for spec in pipelines:
+        stage = build_pipeline(spec, idx)
+        canonical = str(stage)
+        if canonical in given:
+            first = given[canonical]
+            same = "" if str(spec) == first else f" ({first!r} and {str(spec)!r} are the same pipeline)"
+            raise ConfigError(f"pipeline {str(spec)!r} is given twice{same}; every compared pipeline must "
+                              "differ, since a copy of a system tells nothing")
+        given[canonical] = str(spec)
+        systems[str(spec)] = stage
+    return Experiment(systems, dataset.queries(split_arg), dataset.qrels(split_arg), metrics=list(metrics),
+                      test=test, correction=correction, drop_self_hits=not keep_self_hits, warmup=warmup,
+                      dataset=dataset, split=split_arg, index=idx).run()
+
+
+def save_run(path: str | Path, rankings: Rankings, protocol: Protocol | None = None,
+             tag: str = "retrievo") -> Path:
+    """Write a TREC run (``tag`` fills the last column, naming the system for trec_eval
+    and shared-task submissions) and, with a protocol, ``<path>.protocol.json`` beside it."""
+    written = write_run(path, rankings, tag=tag)
+    if protocol is not None:
+        protocol.write_beside(written)
+    return written
+
+
+def search_protocol(stage: Stage, rankings: Rankings, index: InvertedIndex,
+                    queries_file: str | Path | None = None) -> Protocol:
+    """The protocol of a plain search (no judgments): pipeline, index, the queries file's
+    hash, depth and the query count; self-hits are kept because nothing was evaluated."""
+    data = {"queries": file_identity(queries_file)} if queries_file is not None else {}
+    return Protocol.for_evaluation(pipelines=[str(stage)], metrics=[], num_queries=len(rankings),
+                                   self_hits="kept", depth=rankings_depth(rankings), data=data, index=index,
+                                   models=stage_models(stage))
+
+
+def save_experiment_runs(result: ExperimentResult, folder: str | Path) -> list[Path]:
+    """Write each system's run of a :func:`compare_pipelines` result to
+    ``folder/<n>-<spec>.trec`` (tag: the spec without spaces) with its protocol beside it,
+    so any single system's numbers can be re-scored later with ``retrievo evaluate``."""
+    if not result.rankings:
+        raise ConfigError("this result holds no rankings to save (it was not produced by Experiment.run)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, name in enumerate(result.names, start=1):
+        slug = re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("_")[:80] or "system"
+        tag = re.sub(r"\s+", "", name) or "retrievo"
+        protocol = result.protocol
+        if protocol is not None:
+            spec = protocol.pipelines[n - 1] if n - 1 < len(protocol.pipelines) else name
+            protocol = dataclasses.replace(protocol, pipelines=[spec],
+                                           options={**protocol.options, "system": name})
+        written.append(save_run(folder / f"{n:02d}-{slug}.trec", result.rankings[name], protocol, tag=tag))
+    return written
+
+
+def describe_index(path: str | Path) -> dict[str, Any]:
+    """The facts ``retrievo info`` shows: documents, deleted, terms, segments, generation,
+    format, analyzer, size on disk, identity and path. Uses the index's own ``describe()``
+    where it has one, and computes the same fields otherwise."""
+    from retrievo.index import FORMAT_VERSION
+
+    idx = InvertedIndex.open(path)
+    describe = getattr(idx, "describe", None)
+    if callable(describe):
+        return dict(describe())
+    root = Path(path)
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    return {"documents": len(idx), "deleted": idx.total_docs - len(idx), "terms": idx.vocab_size,
+            "segments": len(idx.segments), "generation": idx.generation, "format": FORMAT_VERSION,
+            "analyzer": idx.analyzer.config(), "size_on_disk_bytes": size,
+            "identity": getattr(idx, "identity", None), "path": str(root)}
+
+
+def search_queries(queries_file: str | Path | None = None, texts: Sequence[str] = ()) -> Queries:
+    """The queries of one ``retrievo search``: those of ``queries_file`` (any format
+    :func:`~retrievo.data.read_queries` detects) followed by ad-hoc ``texts``, which get
+    ids ``q1``, ``q2``, ... skipping ids the file already uses."""
+    items: list[Query] = []
+    if queries_file is not None:
+        items.extend(read_queries(queries_file))
+    used = {q.qid for q in items}
+    n = 0
+    for text in texts:
+        n += 1
+        while f"q{n}" in used:
+            n += 1
+        used.add(f"q{n}")
+        items.append(Query(f"q{n}", text))
+    if not items:
+        raise EmptyQueryError("no query given: pass query text, or --queries FILE")
+    return Queries.of(items)
 
 
 def sample_queries(collection, index: InvertedIndex, n: int = 3) -> Queries:

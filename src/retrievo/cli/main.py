@@ -1,4 +1,11 @@
-"""`retrievo` command line: a thin typer shell over :mod:`retrievo.workflows`."""
+"""`retrievo` command line: a thin typer shell over :mod:`retrievo.workflows`.
+
+Every failure a user can cause is reported as one ``error: ...`` line with exit code 2,
+never a traceback: commands catch :class:`~retrievo.errors.RetrievoError` (which includes
+missing optional extras) and ``OSError``. Numbers come with their protocol: ``eval``,
+``evaluate`` and ``compare`` print a one-line summary of it (on stderr when stdout carries
+JSON) and write it beside the files they produce.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from retrievo.errors import RetrievoError
+from retrievo.errors import MissingExtraError, RetrievoError
 
 app = typer.Typer(
     name="retrievo",
@@ -29,6 +36,42 @@ PIPELINE_HELP = ("Pipeline spec, e.g. 'bm25', 'bm25(k1=1.2,b=0.75) % 100', "
 def _fail(exc: BaseException) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from retrievo import __version__
+
+        typer.echo(f"retrievo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print retrievo's version and exit."),
+) -> None:
+    """Search toolkit for the LLM era: index a collection, search it, evaluate pipelines.
+
+    Start with `retrievo demo` (works offline on Python's own documentation).
+    """
+
+
+def _jit_notice(parallel: bool) -> None:
+    """Announce numba's one-off compilation of the search kernels (5-20 s of silence
+    otherwise looks like a hang); silent when the on-disk cache is warm."""
+    from retrievo.retrieve.topk import kernels_cached
+
+    if kernels_cached(parallel) is False:
+        typer.echo("note: compiling the search kernels (numba, first run only, about 5-20 s); "
+                   "later runs load them from the cache.", err=True)
+
+
+def _protocol_line(protocol, to_stderr: bool) -> None:
+    typer.echo(protocol.summary(), err=to_stderr)
+
+
+TAG_HELP = "Run tag: the last column of the TREC run file (names the system for trec_eval and submissions)."
 
 
 def _tty() -> bool:
@@ -76,6 +119,7 @@ def demo(
                    f"({index.vocab_size:,} terms).")
         queries = Queries.of(query) if query else workflows.sample_queries(collection, index)
         stage = workflows.build_pipeline(pipeline, index)
+        _jit_notice(len(queries) > 1)
         _print_results(index, stage(queries), k)
     except (RetrievoError, OSError) as exc:
         _fail(exc)
@@ -117,40 +161,35 @@ def index_cmd(
 
 @app.command()
 def search(
-    index: Path = typer.Argument(..., help="Index folder (or any collection, indexed in memory first)."),
-    query: list[str] = typer.Argument(None, help="Query text(s)."),
-    queries_file: Optional[Path] = typer.Option(None, "--queries", help="Queries file: BEIR queries.jsonl, "
-                                                                        "TSV (qid<TAB>text) or TREC topics."),
+    index: Path = typer.Argument(..., help="Index folder (or any collection, indexed in memory first: a BEIR "
+                                           "folder, a JSONL corpus, a folder of files, irds:<id>)."),
+    query: list[str] = typer.Argument(None, help="Query text(s); run after the queries of --queries when both "
+                                                 "are given (ids q1, q2, ... not used by the file)."),
+    queries_file: Optional[Path] = typer.Option(None, "--queries", help="Queries file, format detected from its "
+                                                                        "content: BEIR queries.jsonl[.gz], TSV "
+                                                                        "(qid<TAB>text) or TREC topics."),
     k: int = typer.Option(10, "-k", help="Results per query."),
     pipeline: str = typer.Option("bm25", "--pipeline", "-p", help=PIPELINE_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write a TREC run file."),
-    as_json: bool = typer.Option(False, "--json", help="Print results as JSON lines."),
-    snippets: bool = typer.Option(True, help="Show highlighted snippets."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write a TREC run file (and its protocol "
+                                                                       "to <file>.protocol.json)."),
+    tag: str = typer.Option("retrievo", "--tag", help=TAG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON lines (one object per query)."),
+    snippets: bool = typer.Option(True, help="Show highlighted snippets (--no-snippets: ids and scores only)."),
 ) -> None:
     """Search an index and print ranked results (or write a TREC run)."""
     from retrievo import workflows
-    from retrievo.data import read_queries_jsonl, read_topics, read_tsv_queries, write_run
-    from retrievo.types import Queries
 
     try:
-        if queries_file is not None:
-            name = queries_file.name.lower()
-            if name.endswith((".jsonl", ".jsonl.gz")):
-                queries = read_queries_jsonl(queries_file)
-            elif name.endswith((".tsv", ".txt")) and "<top>" not in queries_file.read_text(errors="replace")[:2000]:
-                queries = read_tsv_queries(queries_file)
-            else:
-                queries = read_topics(queries_file)
-        elif query:
-            queries = Queries.of(list(query))
-        else:
-            raise typer.BadParameter("give a query, or --queries FILE")
+        queries = workflows.search_queries(queries_file, list(query or []))
         idx = workflows.load_index(index, progress=True)
         stage = workflows.build_pipeline(pipeline, idx) % k
+        _jit_notice(len(queries) > 1)
         rankings = workflows.run_in_batches(stage, queries, progress=len(queries) > 1000)
         if output is not None:
-            write_run(output, rankings)
-            typer.echo(f"Wrote {len(rankings.doc_ids):,} results for {len(rankings)} queries to {output}", err=True)
+            protocol = workflows.search_protocol(stage, rankings, idx, queries_file)
+            workflows.save_run(output, rankings, protocol, tag=tag)
+            typer.echo(f"Wrote {len(rankings.doc_ids):,} results for {len(rankings)} queries to {output} "
+                       f"(protocol: {output}.protocol.json)", err=True)
         if as_json:
             for ranked, q in zip(rankings, rankings.queries):
                 typer.echo(json.dumps({"qid": q.qid, "query": q.text,
@@ -166,86 +205,189 @@ def eval_cmd(
     data_dir: str = typer.Argument(..., help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv), "
                                              "or irds:<ir_datasets id> such as irds:beir/scifact/test."),
     pipeline: str = typer.Option("bm25", "--pipeline", "-p", help=PIPELINE_HELP),
-    split: str = typer.Option("test", help="Qrels split to evaluate on."),
+    split: str = typer.Option("test", help="Qrels split to evaluate on (BEIR folders; an irds id names its own)."),
     metrics: list[str] = typer.Option(["nDCG@10", "R@100", "AP", "RR@10"], "--metric", "-m",
                                       help="ir_measures metric name (repeatable): nDCG@10, R@100, AP, RR@10, P@5, "
                                            "Judged@10, ..."),
     index: Optional[Path] = typer.Option(None, help="Use this prebuilt index instead of indexing DATA_DIR."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object of aggregate metrics."),
-    run_out: Optional[Path] = typer.Option(None, "--save-run", help="Also write the run in TREC format."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object of aggregate metrics keyed by "
+                                                       "metric name (the protocol line goes to stderr)."),
+    run_out: Optional[Path] = typer.Option(None, "--save-run", help="Also write the run in TREC format, with its "
+                                                                    "protocol in <file>.protocol.json."),
+    tag: str = typer.Option("retrievo", "--tag", help=TAG_HELP),
+    protocol_out: Optional[Path] = typer.Option(None, "--protocol", help="Also write the protocol manifest "
+                                                                         "(JSON) to this file."),
     keep_self_hits: bool = typer.Option(False, help="Keep results whose doc id equals the query id "
                                                     "(BEIR drops them)."),
 ) -> None:
     """Evaluate a pipeline on a BEIR dataset with ir_measures metrics."""
     from retrievo import workflows
-    from retrievo.data import write_run
 
     try:
         start = time.perf_counter()
+        _jit_notice(True)
         report = workflows.evaluate_pipeline(data_dir, pipeline, split=split, metrics=metrics, index=index,
                                              keep_self_hits=keep_self_hits, progress=not as_json)
         if run_out is not None:
-            write_run(run_out, report.rankings)
+            workflows.save_run(run_out, report.rankings, report.protocol, tag=tag)
+        if protocol_out is not None:
+            report.protocol.write(protocol_out)
         if as_json:
             typer.echo(json.dumps(report.metrics))
+            _protocol_line(report.protocol, to_stderr=True)
             return
         typer.echo(f"{report.pipeline} on {data_dir} ({report.split}, {report.num_queries} queries, "
                    f"{time.perf_counter() - start:.1f} s)")
         width = max(len(m) for m in report.metrics)
         for name, value in report.metrics.items():
             typer.echo(f"  {name:<{width}}  {value:.4f}")
+        _protocol_line(report.protocol, to_stderr=False)
+    except (RetrievoError, OSError) as exc:
+        _fail(exc)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="TREC run file (qid Q0 docno rank score tag); ranks come from the "
+                                         "scores, ties as trec_eval breaks them."),
+    qrels: Path = typer.Argument(..., help="Judgments: TREC qrels (qid 0 docno rel) or BEIR TSV (query-id "
+                                           "corpus-id score, header optional); the format is detected."),
+    metrics: list[str] = typer.Option(["nDCG@10", "R@100", "AP", "RR@10"], "--metric", "-m",
+                                      help="ir_measures or trec_eval metric name (repeatable): nDCG@10, AP, "
+                                           "P@5, ndcg_cut_10, recip_rank, ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: aggregates keyed by metric name "
+                                                       "(plus 'per_query' with --per-query)."),
+    per_query: bool = typer.Option(False, "--per-query", "-q", help="Also print each query's values "
+                                                                    "(trec_eval -q)."),
+    drop_self_hits: bool = typer.Option(False, help="Drop results whose doc id equals the query id (BEIR "
+                                                    "convention; retrievo's own BEIR runs already did)."),
+    judged_only: bool = typer.Option(False, help="Average over the judged queries the run contains (plain "
+                                                 "pytrec_eval) instead of every judged query, missing ones "
+                                                 "scoring 0 (trec_eval -c, the default)."),
+    protocol_out: Optional[Path] = typer.Option(None, "--protocol", help="Also write the protocol manifest "
+                                                                         "(JSON) to this file."),
+) -> None:
+    """Score an existing run file against judgments, like trec_eval."""
+    from retrievo.evaluate import evaluate_run
+
+    try:
+        result = evaluate_run(run, qrels, metrics, per_query=per_query, drop_self_hits=drop_self_hits,
+                              judged_queries_only=judged_only)
+        if protocol_out is not None:
+            result.protocol.write(protocol_out)
+        if as_json:
+            payload: dict = dict(result.metrics)
+            if per_query:
+                payload["per_query"] = result.per_query
+            typer.echo(json.dumps(payload))
+            _protocol_line(result.protocol, to_stderr=True)
+            return
+        width = max(20, *(len(m) for m in result.metrics))
+        if per_query and result.per_query:
+            for name, values in result.per_query.items():
+                for qid, value in values.items():
+                    typer.echo(f"{name:<{width}}\t{qid}\t{value:.4f}")
+        typer.echo(f"{'num_q':<{width}}\tall\t{result.num_queries}")
+        for name, value in result.metrics.items():
+            typer.echo(f"{name:<{width}}\tall\t{value:.4f}")
+        _protocol_line(result.protocol, to_stderr=False)
     except (RetrievoError, OSError) as exc:
         _fail(exc)
 
 
 @app.command()
 def compare(
-    data_dir: Path = typer.Argument(..., help="BEIR folder."),
-    pipelines: list[str] = typer.Option(..., "--pipeline", "-p", help="Pipeline spec (repeat; first = baseline)."),
-    split: str = typer.Option("test", help="Qrels split."),
+    data_dir: str = typer.Argument(..., help="BEIR folder, or irds:<ir_datasets id> such as irds:beir/scifact/test."),
+    pipelines: list[str] = typer.Option(..., "--pipeline", "-p", help="Pipeline spec (repeat; first = baseline; "
+                                                                      "each must differ)."),
+    split: str = typer.Option("test", help="Qrels split (BEIR folders; an irds id names its own)."),
     metrics: list[str] = typer.Option(["nDCG@10", "R@100", "AP"], "--metric", "-m", help="Metrics (repeatable)."),
     test: str = typer.Option("t", help="Paired test: t, wilcoxon, sign, permutation."),
     correction: str = typer.Option("holm", help="Multiple-testing correction: holm, bonferroni, fdr_bh, none."),
-    out: Optional[Path] = typer.Option(None, help="Folder for results.md, results.csv, results.json and a plot."),
+    index: Optional[Path] = typer.Option(None, help="Use this prebuilt index instead of indexing DATA_DIR."),
+    keep_self_hits: bool = typer.Option(False, help="Keep results whose doc id equals the query id "
+                                                    "(BEIR drops them)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results (with per-query values and the "
+                                                       "protocol) as one JSON object instead of a table."),
+    out: Optional[Path] = typer.Option(None, help="Folder for results.md, results.csv, results.json, "
+                                                  "protocol.json and a plot (results.png)."),
+    save_runs: Optional[Path] = typer.Option(None, "--save-runs", help="Folder for each system's TREC run "
+                                                                       "(<n>-<spec>.trec, tagged with the "
+                                                                       "spec) and its protocol."),
 ) -> None:
     """Compare pipelines on one dataset with paired significance tests."""
     from retrievo import workflows
-    from retrievo.data import BeirDataset
-    from retrievo.evaluate import Experiment
 
     try:
-        ds = BeirDataset(data_dir)
-        idx = workflows.build_index(data_dir, None, progress=True)
-        systems = {p: workflows.build_pipeline(p, idx) for p in pipelines}
-        result = Experiment(systems, ds.queries(split), ds.qrels(split), metrics=metrics, test=test,
-                            correction=correction, drop_self_hits=True).run()
-        typer.echo(result.to_markdown())
+        _jit_notice(True)
+        result = workflows.compare_pipelines(data_dir, pipelines, split=split, metrics=metrics, index=index,
+                                             test=test, correction=correction, keep_self_hits=keep_self_hits,
+                                             progress=True)
+        if as_json:
+            typer.echo(json.dumps(result.to_json()))
+        else:
+            typer.echo(result.to_markdown())
+        _protocol_line(result.protocol, to_stderr=as_json)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.md").write_text(result.to_markdown() + "\n", encoding="utf-8")
             result.to_csv(out / "results.csv")
             (out / "results.json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+            result.protocol.write(out / "protocol.json")
             try:
                 result.plot(out / "results.png")
-            except ImportError as exc:
+            except MissingExtraError as exc:
                 typer.echo(f"(no plot: {exc})", err=True)
             typer.echo(f"Wrote results to {out}", err=True)
+        if save_runs is not None:
+            written = workflows.save_experiment_runs(result, save_runs)
+            typer.echo(f"Wrote {len(written)} runs to {save_runs}", err=True)
     except (RetrievoError, OSError) as exc:
         _fail(exc)
 
 
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
 @app.command()
-def info(index: Path = typer.Argument(..., help="Index folder.")) -> None:
-    """Show an index's manifest: documents, terms, segments, analyzer."""
-    from retrievo.index import InvertedIndex
+def info(
+    index: Path = typer.Argument(..., help="Index folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documents, deleted, terms, "
+                                                       "segments, generation, format, analyzer, "
+                                                       "size_on_disk_bytes, identity, path) for scripts."),
+) -> None:
+    """Summarise an index: documents, deletions, terms, segments, size on disk, analyzer, identity."""
+    from retrievo import workflows
 
     try:
-        idx = InvertedIndex.open(index)
-        stats = idx.collection_stats()
-        typer.echo(json.dumps({"path": str(index), "generation": idx.generation, "documents": len(idx),
-                               "terms": idx.vocab_size, "segments": len(idx.segments),
-                               "deleted": idx.total_docs - len(idx), "analyzer": idx.analyzer.config(),
-                               **stats}, indent=1))
+        facts = workflows.describe_index(index)
+        if as_json:
+            typer.echo(json.dumps(facts, indent=1))
+            return
+        analyzer = facts.get("analyzer")
+        if isinstance(analyzer, dict):  # the settings that change tokens, not the class path
+            analyzer = ", ".join(f"{k}={v}" for k, v in analyzer.items() if k not in ("type", "version"))
+        rows = [("path", facts.get("path")),
+                ("documents", f"{facts['documents']:,}"),
+                ("deleted", f"{facts['deleted']:,} (reclaimed by `retrievo merge`)" if facts["deleted"]
+                 else "0"),
+                ("terms", f"{facts['terms']:,}"),
+                ("segments", facts["segments"]),
+                ("generation", facts.get("generation")),
+                ("format", facts.get("format")),
+                ("size on disk", _human_bytes(facts.get("size_on_disk_bytes"))),
+                ("analyzer", analyzer),
+                ("identity", facts.get("identity") or "(not recorded by this index format)")]
+        for name, value in rows:
+            typer.echo(f"{name + ':':<14}{value}")
     except (RetrievoError, OSError) as exc:
         _fail(exc)
 

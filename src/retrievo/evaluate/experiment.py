@@ -84,7 +84,9 @@ class ExperimentResult:
     ``rows`` holds one dict per system: ``system``, ``baseline`` (bool), ``s_per_query``,
     and per metric ``<metric>`` (value), ``<metric> p`` (corrected p-value vs the baseline,
     NaN for the baseline itself) and ``<metric> sig`` (``"win"``, ``"loss"`` or ``""``).
-    ``per_query`` is ``{system: {metric: {qid: value}}}``.
+    ``per_query`` is ``{system: {metric: {qid: value}}}``; ``rankings`` each system's
+    rankings as evaluated (self-hits dropped when the experiment dropped them), for saving
+    runs; ``protocol`` the manifest of the comparison.
     """
 
     names: list[str]
@@ -97,6 +99,7 @@ class ExperimentResult:
     alpha: float
     raw_pvalues: dict[str, dict[str, float]] = field(default_factory=dict)
     protocol: Protocol | None = None
+    rankings: dict[str, Rankings] = field(default_factory=dict, repr=False)
 
     # access ---------------------------------------------------------------------------
     def __getitem__(self, system: str) -> dict[str, Any]:
@@ -397,8 +400,10 @@ class Experiment:
         seconds: dict[str, float] = {}
         aggregates: dict[str, dict[str, float]] = {}
         depth = 0
+        evaluated: dict[str, Rankings] = {}
         for name, system in zip(self.names, self.systems):
             rankings, seconds[name] = self._rankings(system)
+            evaluated[name] = rankings.drop_self_hits() if self.drop_self_hits else rankings
             run = {q: docs for q, docs in rankings.to_dict().items() if q in self.qrels}
             depth = max(depth, rankings_depth(run) or 0)
             if self.drop_self_hits:
@@ -418,7 +423,7 @@ class Experiment:
             rows.append(row)
         base = None if self.baseline is None else self.names[self.baseline]
         return ExperimentResult(list(self.names), list(self.metrics), rows, per_query, base, self.test,
-                                self.correction, self.alpha, raw, self._protocol(base, depth))
+                                self.correction, self.alpha, raw, self._protocol(base, depth), evaluated)
 
     def _protocol(self, baseline: str | None, depth: int) -> Protocol:
         models: list[Any] = []

@@ -74,7 +74,8 @@ def file_sha256(path: str | Path) -> str:
 def file_identity(path: str | Path) -> dict[str, Any]:
     """``{"path", "bytes", "sha256"}`` of a file that an evaluation read."""
     path = Path(path)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    digest = file_sha256(path)  # first: a missing file is a DataFormatError naming it
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest}
 
 
 def dataset_identity(dataset: Any, split: str | None = None) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def evaluate_run(
     """
     from retrievo.data import read_judgments, read_run
 
+    names = metric_names(metrics)  # first: a typo in a metric should not wait for large files to be read
     data: dict[str, Any] = {}
     if isinstance(run, (str, Path)):
         data["run"] = file_identity(run)
@@ -64,7 +65,6 @@ def evaluate_run(
         qrels_ids = ", ".join(repr(q) for q in list(judged)[:3]) or "none"
         raise EvaluationError(f"the run and the qrels have no query in common (run: {run_ids}; judged: "
                               f"{qrels_ids}); check that they belong to the same collection and split")
-    names = metric_names(metrics)
     table = evaluate(run_dict, qrels_dict, names, per_query=True, judged_queries_only=judged_queries_only)
     num_queries = len(next(iter(table.values()))) if table else 0
     protocol = Protocol.for_evaluation(

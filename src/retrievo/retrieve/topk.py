@@ -240,3 +240,26 @@ def search_postings(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarra
         _run_parallel(threads, *args, work.acc, work.mark, work.touched, work.keys, work.tmp,
                       work.hist, out_docs, out_scores, counts)
     return out_docs, out_scores, counts
+
+
+def kernels_cached(parallel: bool = False) -> bool | None:
+    """Whether the search kernels will run without compiling first.
+
+    The first search after installing (or after this file changes) makes numba compile
+    the kernels, 5-20 s of silence that looks like a hang; the CLI announces it when this
+    returns False. True: compiled in this process already, or numba's on-disk cache (the
+    ``topk.*.nbi`` index next to this file, or numba's user cache) holds a fresh entry for
+    every kernel a search uses (``parallel``: batches run on several threads too). The
+    check reads numba's small cache index files, so it costs well under a millisecond on
+    warm runs. None: this numba version's cache layout is unknown, so nothing is claimed.
+    """
+    kernels = [_run_chunk, _run_parallel] if parallel else [_run_chunk]
+    try:
+        for kernel in kernels:
+            if kernel.signatures:  # already compiled in this process
+                continue
+            if not kernel._cache._cache_file._load_index():  # empty when missing or stale
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - numba internals moved: make no claim rather than fail a search
+        return None
