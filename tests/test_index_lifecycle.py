@@ -77,6 +77,8 @@ def test_collection_removes_every_leftover_of_a_dead_writer(tmp_path, pydoc_docs
                    "segments/seg-complete-but-unpublished", "idx-build.retrievo-tmp-99"]:
         (path / folder).mkdir(parents=True)
         (path / folder / "docs.npy").write_bytes(b"\0" * 64)
+    kept_segment = path / "segments" / idx.segments[0].name
+    (kept_segment / "docs.npy.retrievo-tmp-5e6f").write_bytes(b"\0")
     assert len(InvertedIndex.open(path)) == 100  # leftovers never confuse a reader
     idx.add(pydoc_docs[100:150])
     assert on_disk(path) == referenced(path)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from retrievo.errors import ConfigError, CorruptIndexError, IndexFormatVersionError, IndexNotFoundError
-from retrievo.index.atomic import write_bytes_atomic, write_json_atomic, write_lock
+from retrievo.index.atomic import TMP_MARK, write_bytes_atomic, write_json_atomic, write_lock
 
 CURRENT = "CURRENT"
 LOCK = "LOCK"
@@ -265,16 +265,25 @@ def _sweep(folder: Path, prefix: str, keep: set[str], ancestors: set[str], remov
     for entry in sorted(folder.iterdir()):
         rel = prefix + entry.name
         if rel in keep:
+            if entry.is_dir() and not entry.is_symlink():  # kept folders are complete, but be thorough
+                for stray in sorted(entry.rglob(f"*{TMP_MARK}*")):
+                    if stray.exists() or stray.is_symlink():  # not inside a stray removed just before
+                        _remove(stray)
+                        removed.append(prefix + stray.relative_to(folder).as_posix())
             continue
         if rel in ancestors and entry.is_dir() and not entry.is_symlink():
             _sweep(entry, rel + "/", keep, ancestors, removed)
             continue
-        with contextlib.suppress(FileNotFoundError):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        _remove(entry)
         removed.append(rel)
+
+
+def _remove(entry: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def folder_size(path: Path, files: Iterable[str]) -> int:
