@@ -8,9 +8,16 @@ the repo). Without it the tests that need it skip, except in CI, which sets
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# A third-party stage package, found only through the `retrievo.stages` entry-point group
+# (tests/plugin_fixture/*.dist-info): the stage contract suite must cover it like a built-in.
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_fixture"
+if str(PLUGIN_DIR) not in sys.path:
+    sys.path.insert(0, str(PLUGIN_DIR))
 
 
 def shared_data_path() -> Path:

@@ -68,8 +68,15 @@ def as_queries(inp: QueryInput) -> Queries:
 
 
 def as_batch(inp: Any) -> Batch:
-    """Accept the shapes users naturally pass: a batch as is, anything else as queries."""
-    return inp if isinstance(inp, (Queries, Rankings, Answers)) else Queries.of(inp)
+    """Accept the shapes users naturally pass: a batch as is; a string, list of strings,
+    ``{qid: text}`` or ``(qid, text)`` pairs as queries; anything else is a typed error."""
+    if isinstance(inp, (Queries, Rankings, Answers)):
+        return inp
+    try:
+        return Queries.of(inp)
+    except (TypeError, ValueError) as exc:
+        raise StageInputError(f"a stage takes Queries, Rankings or Answers (or query strings), "
+                              f"got {type(inp).__name__}: {exc}") from None
 
 
 def _names(types: Sequence[type]) -> str:

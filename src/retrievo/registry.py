@@ -94,6 +94,8 @@ class StageEntry:
     #: what the stage takes and gives ("queries", "rankings", "answers"); None: the kind's default
     takes: tuple[str, ...] | None = None
     gives: str | None = None
+    #: a spec that shows the stage in use (listings, and the stage contract test suite)
+    example: str | None = None
 
     def io(self) -> tuple[tuple[str, ...], str] | None:
         """(takes, gives) as declared, else the kind's default, else None (unknown)."""
@@ -262,15 +264,17 @@ BUILTIN: tuple[StageEntry, ...] = (
             _INDEX,
         ),
         takes=("rankings",),
+        example="bm25 >> rm3 >> bm25",
     ),
     StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
-               (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True),
+               (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True,
+               example="rrf(bm25 % 100, bm25(method=bm25l) % 100)"),
     StageEntry("sum", "retrievo.spec:sum_factory", "CombSUM fusion: sum(a, b, ...) (same as a + b)", "fusion",
-               _FUSION_OPTIONS, variadic=True),
+               _FUSION_OPTIONS, variadic=True, example="sum(bm25 % 100, bm25(k1=1.2, b=0.75) % 100)"),
     StageEntry("max", "retrievo.spec:max_factory", "CombMAX fusion: max(a, b, ...)", "fusion",
-               _FUSION_OPTIONS, variadic=True),
+               _FUSION_OPTIONS, variadic=True, example="max(bm25 % 100, bm25(k1=1.2, b=0.75) % 100)"),
     StageEntry("mnz", "retrievo.spec:mnz_factory", "CombMNZ fusion: mnz(a, b, ...)", "fusion",
-               _FUSION_OPTIONS, variadic=True),
+               _FUSION_OPTIONS, variadic=True, example="mnz(bm25 % 100, bm25(k1=1.2, b=0.75) % 100)"),
 )
 
 #: operators of the algebra itself, known to every registry (custom ones included)

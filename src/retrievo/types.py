@@ -44,6 +44,9 @@ class Query:
     text: str
     meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False)
 
+    def __reduce__(self):  # read-only mapping proxies do not pickle; their contents do
+        return (Query, (self.qid, self.text, dict(self.meta)))
+
 
 def indexed_text(title: str, text: str) -> str:
     """Title and text joined the way Pyserini's BEIR "flat" indexes do."""
@@ -61,6 +64,9 @@ class Document:
     def contents(self) -> str:
         """The text that gets indexed (see :func:`indexed_text`)."""
         return indexed_text(self.title, self.text)
+
+    def __reduce__(self):
+        return (Document, (self.doc_id, self.text, self.title, dict(self.meta)))
 
 
 class Queries(Sequence[Query]):
@@ -273,6 +279,10 @@ class Cost:
         out = {"stage": self.stage, **{f: getattr(self, f) for f in COST_FIELDS}}
         out.update(dict(self.extra))
         return out
+
+    def __reduce__(self):
+        return (Cost, (self.stage, self.seconds, self.queries, self.calls, dict(self.extra), self.prompt_tokens,
+                       self.completion_tokens, self.forward_passes))
 
     def __add__(self, other: "Cost") -> "Cost":
         extra = dict(self.extra)

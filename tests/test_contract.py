@@ -1,0 +1,148 @@
+"""The stage contract: every registered stage — built in, or added through the
+``retrievo.stages`` entry-point group — must keep these promises. Later stages (dense,
+rerankers, readers) are covered automatically: the suite iterates over the registry.
+
+* its input is never mutated;
+* it appends a cost record named after it;
+* ``(s % k)(q)`` equals ``s(q).cut(k)`` for stages that give rankings;
+* ``parse(str(s))`` rebuilds an equivalent stage (same spec, same output);
+* pickled into a fresh (spawned) process it gives identical output;
+* an empty batch gives an empty batch of the declared kind;
+* input of a kind it does not take is a typed error.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+
+from retrievo.data import PydocCorpus
+from retrievo.errors import RetrievoError, StageInputError
+from retrievo.index import InvertedIndex
+from retrievo.pipeline import Stage, parse
+from retrievo.registry import REGISTRY
+from retrievo.types import Answers, Queries, Rankings
+
+QUERIES = Queries.of({"c1": "how do I catch an exception", "c2": "list comprehension syntax",
+                      "c3": "with statement context manager", "c4": "yield keyword generator"})
+
+
+def _entries():
+    return [e for e in REGISTRY]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    # on disk, so specs name it by path (the way a service or a worker opens it)
+    return InvertedIndex.build(PydocCorpus().iter_documents(), tmp_path_factory.mktemp("contract") / "pydoc.idx")
+
+
+@pytest.fixture(scope="module")
+def first_stage(index):
+    return parse("bm25 % 30", {"index": index})(QUERIES)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as p:
+        yield p
+
+
+def _build(entry, index) -> Stage:
+    spec = entry.example if entry.variadic else entry.name
+    return parse(spec, {"index": index})
+
+
+def _input(stage: Stage, first_stage):
+    if Queries in stage.takes or issubclass(Queries, stage.takes):
+        return QUERIES
+    if Rankings in stage.takes:
+        return first_stage
+    pytest.skip(f"no contract input for a stage taking {stage.takes}")
+
+
+def _snapshot(batch):
+    if isinstance(batch, Queries):
+        return (batch.ids, batch.texts, batch._terms_dicts(), batch.costs)
+    if isinstance(batch, Rankings):
+        return (batch.queries.ids, batch.doc_ids.copy(), batch.scores.copy(), batch.offsets.copy(), batch.costs)
+    return (batch.queries.ids, batch.texts, batch.citations.copy(), batch.offsets.copy(), batch.costs)
+
+
+def _same(a, b) -> None:
+    assert type(a) is type(b)
+    assert a.queries.ids == b.queries.ids
+    if isinstance(a, Rankings):
+        np.testing.assert_array_equal(a.offsets, b.offsets)
+        np.testing.assert_array_equal(a.doc_ids, b.doc_ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    elif isinstance(a, Queries):
+        assert a.texts == b.texts and a._terms_dicts() == b._terms_dicts()
+    else:
+        assert a.texts == b.texts
+        np.testing.assert_array_equal(a.citations, b.citations)
+
+
+def _run_pickled(payload: bytes) -> bytes:
+    stage, batch = pickle.loads(payload)
+    out = stage(batch)
+    return pickle.dumps(out)
+
+
+def test_the_registry_includes_the_entry_point_plugin():
+    names = [e.name for e in REGISTRY]
+    assert "demo_reciprocal" in names and "bm25" in names and "rm3" in names
+
+
+@pytest.fixture(params=[e.name for e in _entries()])
+def entry(request):
+    return REGISTRY.entry(request.param)
+
+
+def test_contract(entry, index, first_stage, pool):
+    stage = _build(entry, index)
+    inp = _input(stage, first_stage)
+    before = copy.deepcopy(_snapshot(inp))
+
+    out = stage(inp)
+    assert isinstance(out, stage.gives)
+    # input never mutated
+    after = _snapshot(inp)
+    for x, y in zip(before, after):
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y)
+        else:
+            assert x == y
+    # cost recorded: the input's records come first, then at least one new one
+    assert out.costs[: len(inp.costs)] == inp.costs
+    assert len(out.costs) > len(inp.costs)
+    assert all(c.seconds >= 0 and c.queries == len(inp) for c in out.costs[len(inp.costs):])
+    # cut-off equivalence
+    if issubclass(stage.gives, Rankings):
+        for k in (1, 5):
+            cut = (stage % k)(inp)
+            _same(cut, out.cut(k))
+    # the spec rebuilds an equivalent stage
+    rebuilt = parse(str(stage))
+    assert str(rebuilt) == str(stage)
+    _same(rebuilt(inp), out)
+    # pickled into a spawned process: identical output
+    remote = pickle.loads(pool.apply(_run_pickled, (pickle.dumps((stage, inp)),)))
+    _same(remote, out)
+    # empty batch
+    empty_q = Queries([], [])
+    empty = empty_q if isinstance(inp, Queries) else Rankings(empty_q, [], [], [0])
+    got = stage(empty)
+    assert isinstance(got, stage.gives) and len(got) == 0
+    # a kind it does not take, and input that is no batch at all: typed errors
+    wrong = Answers.from_lists(QUERIES, [""] * len(QUERIES), [[] for _ in range(len(QUERIES))])
+    if not issubclass(Answers, stage.takes):
+        with pytest.raises(StageInputError):
+            stage(wrong)
+    with pytest.raises(RetrievoError):
+        stage(12345)
