@@ -421,15 +421,45 @@ def merge(index: Path = typer.Argument(..., help="Index folder.")) -> None:
 
 
 @app.command()
-def pipelines() -> None:
-    """List the stage names a pipeline spec can use."""
-    import retrievo.retrieve  # noqa: F401
-    from retrievo.pipeline import FUSION_METHODS, REGISTRY
+def pipelines(
+    name: Optional[str] = typer.Argument(None, help="Show one stage only."),
+    as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
+) -> None:
+    """List the stages a pipeline spec can use, with their kinds and options.
 
-    for name, text in REGISTRY.describe().items():
-        typer.echo(f"{name:<10} {text}")
-    typer.echo(f"{'fusion':<10} {', '.join(FUSION_METHODS)}: e.g. rrf(bm25, bm25(method=bm25l), k=60); "
-               "a + b is CombSUM; '% k' cuts off; '>>' chains a reranker")
+    Reads the registry's data only: no retriever, model or plugin module is imported.
+    """
+    from retrievo.registry import REGISTRY
+
+    try:
+        entries = [REGISTRY.entry(name)] if name else list(REGISTRY)
+    except RetrievoError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps([{
+            "name": e.name, "kind": e.kind, "help": e.help, "takes": list((e.io() or ((), ""))[0]),
+            "gives": (e.io() or ((), None))[1], "example": e.example,
+            "options": [{"name": o.name, "type": o.type, "default": o.default, "choices": list(o.choices),
+                         "min": o.min, "max": o.max, "help": o.help} for o in e.options or ()],
+        } for e in entries], indent=1))
+        return
+    for e in entries:
+        io = e.io()
+        flow = f"{' or '.join(io[0])} -> {io[1]}" if io else "any"
+        if e.kind == "fusion":
+            flow = "what its branches take -> rankings"
+        typer.secho(f"{e.name}", bold=True, nl=False)
+        typer.echo(f"  [{e.kind}: {flow}]  {e.help}")
+        for o in e.options or ():
+            typer.echo(f"    {o.describe():<42} {o.help}")
+        if e.options is None:
+            typer.echo("    (options not declared: any name=value is passed through)")
+        if e.example:
+            typer.echo(f"    e.g. {e.example}")
+    if not name:
+        typer.echo("\nOperators: a >> b (then; a retriever after a ranking re-scores its candidates), "
+                   "a % k (cut-off), a + b (CombSUM). Values are typed as you would: bm25(method=bm25+), "
+                   "bm25(index=sf.idx), quoted strings, sub-pipelines.")
 
 
 def main() -> None:  # pragma: no cover - console entry point
