@@ -342,3 +342,14 @@ def test_kernel_cache_detection(tmp_path):
     assert out.stdout.split() == ["False", "False"], out.stderr
     invoke("search", str(small_beir(tmp_path)), "heat", "--json")  # compiles or loads _run_chunk here
     assert kernels_cached() is True
+
+
+def test_compare_without_matplotlib_still_writes_the_tables(tmp_path, monkeypatch):
+    import sys
+
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)
+    out = invoke("compare", str(small_beir(tmp_path)), "-p", "bm25", "-p", "bm25(b=0.5)", "-m", "AP",
+                 "--out", str(tmp_path / "o"))
+    assert out.exit_code == 0 and "(no plot: plot needs matplotlib" in out.stderr
+    assert (tmp_path / "o" / "results.md").is_file() and not (tmp_path / "o" / "results.png").exists()

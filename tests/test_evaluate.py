@@ -541,10 +541,12 @@ def test_experiment_warms_systems_up_outside_the_timing():
     slow = SlowFirstCall("base", BASE_RUN, delay=0.3)
     res = Experiment([slow, FixedStage("good", GOOD_RUN)], QUERIES, QRELS, metrics=["AP"], names=["a", "b"]).run()
     assert slow.calls == 2 and res["a"]["s_per_query"] < 0.3 / N_Q / 3  # the warm-up call was not timed
-    assert res.protocol.options["warmup"] is True
+    assert res.protocol.options["warmup"] == 32  # queries answered untimed first
     cold = SlowFirstCall("base", BASE_RUN, delay=0.3)
     res = Experiment([cold], QUERIES, QRELS, metrics=["AP"], warmup=False).run()
     assert cold.calls == 1 and res["base"]["s_per_query"] >= 0.3 / N_Q
+    with pytest.raises(ConfigError, match="warmup"):
+        Experiment([cold], QUERIES, QRELS, warmup=-1)
 
 
 def test_experiment_result_carries_its_protocol(result, tmp_path):
@@ -631,3 +633,17 @@ def test_from_retrievo_import_evaluate_is_callable_in_every_import_order(stateme
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0.5", "Experiment"]
+
+
+def test_missing_extras_raise_the_typed_error_naming_them(result, tmp_path, monkeypatch):
+    from retrievo.errors import MissingExtraError
+
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"retrievo\[pandas\]"):
+        result.to_pandas()
+    with pytest.raises(MissingExtraError, match=r"retrievo\[pandas\]"):
+        per_query_frame(GOOD_RUN, QRELS, "AP")
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(__import__("sys").modules, module, None)
+    with pytest.raises(MissingExtraError, match=r"retrievo\[plot\]"):
+        result.plot(tmp_path / "x.png")
