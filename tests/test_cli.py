@@ -19,9 +19,10 @@ def invoke(*args: str):
 def test_help_explains_every_command():
     out = invoke("--help")
     assert out.exit_code == 0
-    for cmd in ("demo", "index", "search", "eval", "compare", "info", "delete", "merge", "pipelines"):
+    for cmd in ("demo", "index", "search", "eval", "evaluate", "compare", "info", "delete", "merge", "pipelines"):
         assert cmd in out.stdout
-    for cmd in ("index", "search", "eval"):
+    assert "--version" in out.stdout
+    for cmd in ("index", "search", "eval", "evaluate", "compare"):
         sub = invoke(cmd, "--help")
         assert sub.exit_code == 0 and "Usage" in sub.stdout and len(sub.stdout) > 300
 
