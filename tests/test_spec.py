@@ -306,3 +306,21 @@ def test_costs_are_summed_per_stage():
 def test_every_retrievo_error_is_catchable_as_one_type():
     for exc in (PipelineSpecError, PipelineCompositionError, StageInputError, ConfigError):
         assert issubclass(exc, RetrievoError)
+
+
+def test_workflows_check_the_spec_before_reading_or_indexing(shared_data, monkeypatch, disk_index):
+    from retrievo import workflows
+
+    def no_indexing(*a, **k):
+        raise AssertionError("indexed although the spec is wrong / names its own index")
+
+    monkeypatch.setattr(workflows, "build_index", no_indexing)
+    for bad in ("bm25(k1=abc)", "bm25 % 0", "bm25(method=bm25x)"):
+        with pytest.raises(PipelineSpecError):
+            workflows.evaluate_pipeline(shared_data / "scifact", bad)
+        with pytest.raises(PipelineSpecError):
+            workflows.compare_pipelines(shared_data / "scifact", ["bm25", bad])
+    # a spec that names its index never indexes the data (the pydoc index has no scifact docs: nDCG 0)
+    report = workflows.evaluate_pipeline(shared_data / "scifact", f"bm25(index='{disk_index.path}') % 10",
+                                         metrics=["nDCG@10"])
+    assert report.metrics["nDCG@10"] == 0.0 and report.pipeline == "bm25 % 10"

@@ -12,6 +12,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "InvertedIndex": "retrievo.index",
+    "open_index": "retrievo.index",
+    "RM3": "retrievo.rewrite.rm3",
+    "ModelSpec": "retrievo.models",
+    "Answers": "retrievo.types",
     "BM25": "retrievo.retrieve",
     "BeirDataset": "retrievo.data",
     "open_collection": "retrievo.data",
@@ -23,6 +27,7 @@ _LAZY = {
     "parse": "retrievo.pipeline",
     "fuse": "retrievo.pipeline",
     "Stage": "retrievo.pipeline",
+    "parse_spec": "retrievo.spec",
     "Analyzer": "retrievo.text",
 }
 

@@ -557,7 +557,7 @@ def parse(spec: "str | Stage", ctx: Mapping[str, Any] | None = None, registry=No
         return spec
     from retrievo.spec import build, parse_spec
 
-    return build(parse_spec(spec, registry), ctx or {}, registry)
+    return build(parse_spec(spec, registry), {} if ctx is None else ctx, registry)
 
 
 def __getattr__(name: str):

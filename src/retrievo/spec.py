@@ -442,7 +442,7 @@ def build(spec: PipelineSpec | str, ctx: Mapping[str, Any] | None = None, regist
     """Build the stages of a checked spec (imports their modules, opens resources)."""
     registry = registry or REGISTRY
     spec = parse_spec(spec, registry)
-    return _build(spec.node, ctx or {}, registry)
+    return _build(spec.node, {} if ctx is None else ctx, registry)
 
 
 def _value(v: Any, ctx: Mapping[str, Any], registry: Registry) -> Any:

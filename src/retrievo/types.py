@@ -21,6 +21,16 @@ from retrievo.errors import DuplicateIdError, UnknownIdError
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+def _pandas():
+    try:
+        import pandas
+    except ImportError as exc:
+        from retrievo.errors import MissingExtraError
+
+        raise MissingExtraError("pandas interop needs pandas: pip install 'retrievo[pandas]'") from exc
+    return pandas
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -235,7 +245,7 @@ class Queries(Sequence[Query]):
         return dict(zip(self._ids, self._texts))
 
     def to_pandas(self):
-        import pandas as pd
+        pd = _pandas()
 
         return pd.DataFrame({"qid": list(self._ids), "query": list(self._texts)})
 
@@ -513,7 +523,7 @@ class Rankings(Sequence[RankedList]):
 
     def to_pandas(self):
         """Long format with PyTerrier's column names: qid, query, docno, rank, score."""
-        import pandas as pd
+        pd = _pandas()
 
         qpos = self.query_positions
         ranks = np.arange(len(self.doc_ids)) - np.repeat(self.offsets[:-1], self.lengths)
@@ -655,7 +665,7 @@ class Answers(Sequence[Answer]):
 
     def to_pandas(self):
         """One row per query: qid, query, answer, citations (a list of doc ids)."""
-        import pandas as pd
+        pd = _pandas()
 
         return pd.DataFrame({"qid": list(self.queries.ids), "query": list(self.queries.texts),
                              "answer": list(self.texts), "citations": [list(a.citations) for a in self]})
@@ -716,7 +726,7 @@ class Qrels:
         return Qrels(self.qids[keep], self.doc_ids[keep], self.relevance[keep])
 
     def to_pandas(self):
-        import pandas as pd
+        pd = _pandas()
 
         return pd.DataFrame({"qid": self.qids.copy(), "docno": self.doc_ids.copy(), "label": self.relevance.copy()})
 

@@ -24,11 +24,10 @@ from retrievo.data import (BeirDataset, IrDataset, PydocCorpus, load_ir_dataset,
 from retrievo.errors import ConfigError, DataFormatError, EmptyQueryError
 from retrievo.evaluate import DEFAULT_METRICS, Experiment, ExperimentResult, aggregate, evaluate
 from retrievo.evaluate.protocol import Protocol, dataset_identity, file_identity, rankings_depth, stage_models
-from retrievo.index import InvertedIndex
+from retrievo.index import InvertedIndex, open_index
 from retrievo.pipeline import Stage, parse
+from retrievo.spec import PipelineSpec, parse_spec
 from retrievo.types import Queries, Query, Rankings
-
-import retrievo.retrieve  # noqa: F401  (registers the retrievers' pipeline names)
 
 BUILTIN = "pydoc"
 IRDS_PREFIX = "irds:"  # e.g. "irds:beir/scifact/test" — an ir_datasets id (needs retrievo[datasets])
@@ -66,14 +65,54 @@ def build_index(source: str | Path | None, output: str | Path | None = None, *, 
 
 
 def load_index(source: str | Path | None, *, progress: bool = False, analyzer: str | None = None) -> InvertedIndex:
-    """Open an index folder, or index any other source in memory."""
+    """Open an index folder (any format, through the per-process cache), or index any
+    other source in memory."""
     if source is not None and is_index(source):
-        return InvertedIndex.open(source)
+        return open_index(source, cached=True)
     return build_index(source, None, analyzer=analyzer, progress=progress)
 
 
-def build_pipeline(spec: str | Stage, index: InvertedIndex, **ctx: Any) -> Stage:
-    return parse(spec, {"index": index, **ctx})
+class LazyContext(dict):
+    """Build context whose default index is made only if a stage asks for it: a spec
+    that names its own index (``bm25(index='sf.idx')``) never pays for indexing the data."""
+
+    def __init__(self, index_factory, **items: Any):
+        super().__init__(**items)
+        self._factory = index_factory
+
+    def _fill(self) -> None:
+        if "index" not in self.keys() and self._factory is not None:
+            super().__setitem__("index", self._factory())
+            self._factory = None
+
+    def __getitem__(self, key):
+        if key == "index":
+            self._fill()
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        if key == "index":
+            self._fill()
+        return super().get(key, default)
+
+    def made_index(self) -> Any:
+        """The default index if a stage asked for it, else None."""
+        return super().get("index")
+
+
+def check_pipeline(spec: str | Stage | PipelineSpec) -> str | Stage | PipelineSpec:
+    """Check a spec string completely (names, options, values, composition) before any
+    expensive work; stages pass through. Raises :class:`~retrievo.errors.PipelineSpecError`."""
+    return spec if isinstance(spec, Stage) else parse_spec(spec)
+
+
+def build_pipeline(spec: str | Stage | PipelineSpec, index: Any = None, **ctx: Any) -> Stage:
+    """Build a pipeline; ``index`` (an index, or a zero-argument callable that makes one
+    on demand) is the default for stages whose spec names none."""
+    if isinstance(spec, Stage):
+        return spec
+    context: dict[str, Any] = LazyContext(index, **ctx) if callable(index) else {"index": index, **ctx}
+    return parse(str(spec), context)
 
 
 def run_in_batches(stage: Stage, queries: Queries, batch_size: int = 1000, progress: bool = False) -> Rankings:
@@ -125,8 +164,30 @@ def _open_or_build_index(data: str | Path, index: str | Path | InvertedIndex | N
     if isinstance(index, InvertedIndex):
         return index
     if index is not None:
-        return InvertedIndex.open(index)
+        return open_index(index, cached=True)
     return build_index(data, None, progress=progress)
+
+
+def _index_on_demand(data: str | Path, index: str | Path | InvertedIndex | None, progress: bool):
+    """A callable that opens or builds the default index the first time it is called."""
+    made: list[InvertedIndex] = []
+
+    def make() -> InvertedIndex:
+        if not made:
+            made.append(_open_or_build_index(data, index, progress))
+        return made[0]
+
+    return make
+
+
+def _used_index(stage: Stage, fallback):
+    """The index a pipeline ran on (for its protocol): the first stage's, else the default."""
+    stages = getattr(stage, "stages", (stage,))
+    for s in stages:
+        idx = getattr(s, "index", None)
+        if idx is not None:
+            return idx
+    return fallback()
 
 
 def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, split: str = "test",
@@ -134,13 +195,16 @@ def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, s
                       keep_self_hits: bool = False, per_query: bool = False, progress: bool = False) -> EvalReport:
     """Evaluate a pipeline on a BEIR folder's split, or on an ``irds:<id>`` dataset (whose
     id names the split). BEIR convention: self-hits dropped unless ``keep_self_hits``.
-    The report's ``protocol`` names the dataset files' hashes, the index and the rules."""
+    The report's ``protocol`` names the dataset files' hashes, the index and the rules.
+    The spec is checked before anything is read or indexed."""
+    pipeline = check_pipeline(pipeline)
     dataset = open_dataset(data_dir)
     split_arg = _split_arg(dataset, split)
     queries = dataset.queries(split_arg)
     qrels = dataset.qrels(split_arg)
-    idx = _open_or_build_index(data_dir, index, progress)
-    stage = build_pipeline(pipeline, idx)
+    default_index = _index_on_demand(data_dir, index, progress)
+    stage = build_pipeline(pipeline, default_index)
+    idx = _used_index(stage, default_index)
     rankings = run_in_batches(stage, queries, progress=progress)
     if not keep_self_hits:
         rankings = rankings.drop_self_hits()
@@ -151,7 +215,8 @@ def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, s
         pipelines=[str(stage)], metrics=list(scores), num_queries=len(next(iter(table.values()))),
         self_hits="kept" if keep_self_hits else "dropped", split=split_arg, depth=rankings_depth(rankings),
         data=dataset_identity(dataset, split_arg), index=idx, models=stage_models(stage))
-    return EvalReport(scores, rankings, table if per_query else None, str(stage), split, len(queries), protocol)
+    return EvalReport(scores, rankings, table if per_query else None, stage.spec(resources=False), split,
+                      len(queries), protocol)
 
 
 def compare_pipelines(data: str | Path, pipelines: Sequence[str | Stage], *, split: str = "test",
@@ -168,13 +233,14 @@ def compare_pipelines(data: str | Path, pipelines: Sequence[str | Stage], *, spl
     """
     if not pipelines:
         raise ConfigError("compare needs at least one pipeline (-p SPEC)")
+    checked = [check_pipeline(p) for p in pipelines]  # every spec, before any data is read
     dataset = open_dataset(data)
     split_arg = _split_arg(dataset, split)
-    idx = _open_or_build_index(data, index, progress)
+    default_index = _index_on_demand(data, index, progress)
     systems: dict[str, Stage] = {}  # keyed by the spec as the user wrote it: the names in the table
     given: dict[str, str] = {}  # canonical spec -> the spec that produced it first
-    for spec in pipelines:
-        stage = build_pipeline(spec, idx)
+    for spec in checked:
+        stage = build_pipeline(spec, default_index)
         canonical = str(stage)
         if canonical in given:
             first = given[canonical]
@@ -183,6 +249,7 @@ def compare_pipelines(data: str | Path, pipelines: Sequence[str | Stage], *, spl
                               "differ, since a copy of a system tells nothing")
         given[canonical] = str(spec)
         systems[str(spec)] = stage
+    idx = _used_index(next(iter(systems.values())), default_index)
     return Experiment(systems, dataset.queries(split_arg), dataset.qrels(split_arg), metrics=list(metrics),
                       test=test, correction=correction, drop_self_hits=not keep_self_hits, warmup=warmup,
                       dataset=dataset, split=split_arg, index=idx).run()
@@ -235,7 +302,7 @@ def describe_index(path: str | Path) -> dict[str, Any]:
     where it has one, and computes the same fields otherwise."""
     from retrievo.index import FORMAT_VERSION
 
-    idx = InvertedIndex.open(path)
+    idx = open_index(path)
     describe = getattr(idx, "describe", None)
     if callable(describe):
         return dict(describe())

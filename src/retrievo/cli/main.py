@@ -80,6 +80,7 @@ def _tty() -> bool:
 
 def _print_results(index, rankings, k: int, highlight_on: bool = True) -> None:
     from retrievo.text.highlight import BOLD, PLAIN, highlight
+    from retrievo.types import Document
 
     marks = BOLD if _tty() else PLAIN
     for ranked, query in zip(rankings, rankings.queries):
@@ -88,8 +89,11 @@ def _print_results(index, rankings, k: int, highlight_on: bool = True) -> None:
             typer.echo("  (no matching documents)")
             continue
         terms = set(index.analyzer(query.text))
-        for rank, (doc_id, score) in enumerate(ranked.top(k), start=1):
-            doc = index.document(doc_id)
+        top = ranked.top(k)
+        # one batched read of the shown documents; an index built without stored text shows ids only
+        docs = index.documents(top.doc_ids.tolist()) if getattr(index, "store", True) \
+            else [Document(d, "") for d in top.doc_ids.tolist()]
+        for rank, ((doc_id, score), doc) in enumerate(zip(top, docs), start=1):
             title = f"  {doc.title}" if doc.title else ""
             typer.echo(f"{rank:>3}. {score:8.4f}  {doc_id}{title}")
             if highlight_on:
@@ -140,12 +144,12 @@ def index_cmd(
 ) -> None:
     """Build a BM25-ready inverted index on disk (or add documents to one)."""
     from retrievo import workflows
-    from retrievo.index import InvertedIndex
+    from retrievo.index import open_index
 
     try:
         start = time.perf_counter()
         if add:
-            idx = InvertedIndex.open(output)
+            idx = open_index(output)
             collection = workflows.open_source(source)
             added = idx.add(collection.iter_documents(), progress=True)
             typer.echo(f"Added {len(added):,} documents to {output} ({len(idx):,} in all) "
@@ -399,10 +403,10 @@ def delete(
     missing_ok: bool = typer.Option(False, help="Ignore ids that are not in the index."),
 ) -> None:
     """Delete documents by id (tombstones; `retrievo merge` reclaims the space)."""
-    from retrievo.index import InvertedIndex
+    from retrievo.index import open_index
 
     try:
-        n = InvertedIndex.open(index).delete(doc_ids, missing_ok=missing_ok)
+        n = open_index(index).delete(doc_ids, missing_ok=missing_ok)
         typer.echo(f"Deleted {n} document(s) from {index}.")
     except (RetrievoError, OSError) as exc:
         _fail(exc)
@@ -411,10 +415,10 @@ def delete(
 @app.command()
 def merge(index: Path = typer.Argument(..., help="Index folder.")) -> None:
     """Merge all segments into one and drop deleted documents."""
-    from retrievo.index import InvertedIndex
+    from retrievo.index import open_index
 
     try:
-        idx = InvertedIndex.open(index).merge()
+        idx = open_index(index).merge()
         typer.echo(f"{index}: {len(idx):,} documents in {len(idx.segments)} segment(s).")
     except (RetrievoError, OSError) as exc:
         _fail(exc)

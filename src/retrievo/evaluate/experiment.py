@@ -64,12 +64,21 @@ WARMUP_QUERIES = 32  # a batch: single queries and batches take different kernel
 _MARK = {WIN: "▲", LOSS: "▼", "": ""}
 
 
+def _system_spec(system: Any, i: int) -> str:
+    """The full spec (resources included) that rebuilds a system, for its protocol."""
+    spec = getattr(system, "spec", None)
+    return str(spec()) if callable(spec) and not isinstance(system, Rankings) else _system_name(system, i)
+
+
 def _system_name(system: Any, i: int) -> str:
     if isinstance(system, Rankings):
         return f"run{i + 1}"
     spec = getattr(system, "spec", None)
     if callable(spec):
-        return str(spec())
+        try:  # a pipeline's label leaves out resource paths; its protocol records the full spec
+            return str(spec(resources=False))
+        except TypeError:
+            return str(spec())
     return getattr(system, "__name__", None) or f"system{i + 1}"
 
 
@@ -350,7 +359,7 @@ class Experiment:
                 raise ConfigError(f"a system must be a pipeline, a callable Queries -> Rankings or Rankings, "
                                   f"got {type(s).__name__}")
         self.systems = systems
-        self.specs = [_system_name(s, i) for i, s in enumerate(systems)]
+        self.specs = [_system_spec(s, i) for i, s in enumerate(systems)]
         self.names = _unique([str(n) for n in names])
         if isinstance(warmup, bool):
             self.warmup = WARMUP_QUERIES if warmup else 0
@@ -415,11 +424,9 @@ class Experiment:
         evaluated: dict[str, Rankings] = {}
         for name, system in zip(self.names, self.systems):
             rankings, seconds[name] = self._rankings(system)
+            depth = max(depth, rankings_depth(rankings) or 0)
             evaluated[name] = rankings.drop_self_hits() if self.drop_self_hits else rankings
-            run = {q: docs for q, docs in rankings.to_dict().items() if q in self.qrels}
-            depth = max(depth, rankings_depth(run) or 0)
-            if self.drop_self_hits:
-                run = {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
+            run = {q: docs for q, docs in evaluated[name].to_dict().items() if q in self.qrels}
             per_query[name] = evaluate(run, self.qrels, self.metrics, per_query=True)
             aggregates[name] = aggregate(per_query[name], self.metrics)
         raw, adjusted, sig = self._tests(per_query)

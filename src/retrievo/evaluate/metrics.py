@@ -137,10 +137,9 @@ def _run_dict(run: RunInput, drop_self_hits: bool) -> dict[str, dict[str, float]
         return (run.drop_self_hits() if drop_self_hits else run).to_dict()
     if not isinstance(run, Mapping):
         raise EvaluationError(f"a run must be Rankings or a {{qid: {{doc_id: score}}}} dict, got {type(run).__name__}")
-    out = {}
-    for q, docs in run.items():
-        q = str(q)
-        out[q] = {str(d): float(s) for d, s in docs.items() if not (drop_self_hits and str(d) == q)}
+    out = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items()}
+    if drop_self_hits:  # one definition of the BEIR rule: Rankings.drop_self_hits
+        out = Rankings.from_dict(out).drop_self_hits().to_dict()
     return out
 
 
