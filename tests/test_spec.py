@@ -324,3 +324,20 @@ def test_workflows_check_the_spec_before_reading_or_indexing(shared_data, monkey
     report = workflows.evaluate_pipeline(shared_data / "scifact", f"bm25(index='{disk_index.path}') % 10",
                                          metrics=["nDCG@10"])
     assert report.metrics["nDCG@10"] == 0.0 and report.pipeline == "bm25 % 10"
+
+
+def test_reports_sum_costs_per_stage(shared_data):
+    from typer.testing import CliRunner
+
+    from retrievo import workflows
+    from retrievo.cli.main import app
+
+    report = workflows.evaluate_pipeline(shared_data / "scifact", "bm25 % 100 >> bm25(method=bm25l)",
+                                         metrics=["nDCG@10"])
+    assert list(report.costs) == ["bm25"] and report.costs["bm25"].queries == 2 * report.num_queries
+    result = workflows.compare_pipelines(shared_data / "scifact", ["bm25", "bm25 % 50 >> bm25(k1=1.2)"],
+                                         metrics=["nDCG@10"])
+    assert "| bm25 |" in result.cost_markdown() and result.costs("bm25")["bm25"].queries == 300
+    assert result.to_json()["systems"][1]["costs"][0]["stage"] == "bm25"
+    out = CliRunner().invoke(app, ["eval", str(shared_data / "scifact"), "-m", "nDCG@10"])
+    assert out.exit_code == 0 and "cost per stage:" in out.stdout and "ms/query" in out.stdout

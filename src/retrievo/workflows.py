@@ -27,7 +27,7 @@ from retrievo.evaluate.protocol import Protocol, dataset_identity, file_identity
 from retrievo.index import InvertedIndex, open_index
 from retrievo.pipeline import Stage, parse
 from retrievo.spec import PipelineSpec, parse_spec
-from retrievo.types import Queries, Query, Rankings
+from retrievo.types import Queries, Query, Rankings, cost_summary
 
 BUILTIN = "pydoc"
 IRDS_PREFIX = "irds:"  # e.g. "irds:beir/scifact/test" — an ir_datasets id (needs retrievo[datasets])
@@ -148,6 +148,11 @@ class EvalReport:
     split: str
     num_queries: int
     protocol: Protocol | None = None
+
+    @property
+    def costs(self) -> dict[str, Any]:
+        """What each stage spent, summed per stage (see :func:`retrievo.types.cost_summary`)."""
+        return cost_summary(self.rankings.costs)
 
 
 def open_dataset(data: str | Path) -> BeirDataset | IrDataset:

@@ -74,6 +74,19 @@ def _protocol_line(protocol, to_stderr: bool) -> None:
 TAG_HELP = "Run tag: the last column of the TREC run file (names the system for trec_eval and submissions)."
 
 
+def _cost_lines(summary, num_queries: int) -> None:
+    """One line per stage: what it spent (seconds per query, and model calls / tokens /
+    forward passes when a stage counted any)."""
+    if not summary:
+        return
+    typer.echo("cost per stage:")
+    for stage, c in summary.items():
+        extra = ", ".join(f"{getattr(c, f):,} {f.replace('_', ' ')}" for f in
+                          ("calls", "prompt_tokens", "completion_tokens", "forward_passes") if getattr(c, f))
+        per_q = c.seconds / num_queries * 1000 if num_queries else float("nan")
+        typer.echo(f"  {stage:<10} {c.seconds:8.3f} s  ({per_q:.2f} ms/query)" + (f"; {extra}" if extra else ""))
+
+
 def _tty() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
@@ -245,6 +258,7 @@ def eval_cmd(
         width = max(len(m) for m in report.metrics)
         for name, value in report.metrics.items():
             typer.echo(f"  {name:<{width}}  {value:.4f}")
+        _cost_lines(report.costs, report.num_queries)
         _protocol_line(report.protocol, to_stderr=False)
     except (RetrievoError, OSError) as exc:
         _fail(exc)
@@ -331,10 +345,14 @@ def compare(
             typer.echo(json.dumps(result.to_json()))
         else:
             typer.echo(result.to_markdown())
+            costs = result.cost_markdown()
+            if costs:
+                typer.echo("\nCost per stage (warm-up excluded):\n\n" + costs)
         _protocol_line(result.protocol, to_stderr=as_json)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "results.md").write_text(result.to_markdown() + "\n", encoding="utf-8")
+            (out / "results.md").write_text(result.to_markdown() + "\n\n" + result.cost_markdown() + "\n",
+                                            encoding="utf-8")
             result.to_csv(out / "results.csv")
             (out / "results.json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
             result.protocol.write(out / "protocol.json")

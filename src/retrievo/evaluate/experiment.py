@@ -55,7 +55,7 @@ from retrievo.evaluate.metrics import (
 from retrievo.evaluate.protocol import Protocol, dataset_identity, rankings_depth, stage_models
 from retrievo.evaluate.significance import (canonical_correction, canonical_test, correct, mean_difference_ci,
                                            paired_test)
-from retrievo.types import Queries, Rankings
+from retrievo.types import Cost, Queries, Rankings, cost_summary, cost_table
 
 System = Rankings | Callable[[Queries], Rankings]
 
@@ -125,6 +125,24 @@ class ExperimentResult:
     def value(self, system: str, metric: str) -> float:
         return self[system][metric_names(metric)[0]]
 
+    def costs(self, system: str) -> dict[str, Cost]:
+        """What each stage of ``system`` spent on the experiment's queries (summed per
+        stage: seconds, model calls, prompt/completion tokens, forward passes)."""
+        if system not in self.rankings:
+            raise KeyError(f"no rankings kept for {system!r}; systems: {', '.join(self.rankings) or 'none'}")
+        return cost_summary(self.rankings[system].costs)
+
+    def cost_markdown(self) -> str:
+        """One cost table per system, stage by stage (what an LLM pipeline's reader wants
+        next to its effectiveness: where the time and the tokens went)."""
+        parts = []
+        for name in self.names:
+            run = self.rankings.get(name)
+            if run is None or not run.costs:
+                continue
+            parts.append(f"**{name}**\n\n" + cost_table(run.costs, per_query=len(run.queries) or None))
+        return "\n\n".join(parts)
+
     def columns(self) -> list[str]:
         cols = ["system", "baseline"]
         cols += self.metrics
@@ -189,6 +207,8 @@ class ExperimentResult:
                 "metrics": {m: {"value": _nan_none(row[m]), "p": _nan_none(row[f"{m} p"]),
                                 "p_raw": _nan_none(self.raw_pvalues.get(row["system"], {}).get(m, math.nan)),
                                 "sig": row[f"{m} sig"]} for m in self.metrics},
+                "costs": [c.to_dict() for c in cost_summary(self.rankings[row["system"]].costs).values()]
+                if row["system"] in self.rankings else [],
             })
         out: dict[str, Any] = {"metrics": list(self.metrics), "baseline": self.baseline, "test": self.test,
                                "correction": self.correction, "alpha": self.alpha, "systems": systems}
