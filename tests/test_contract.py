@@ -23,7 +23,7 @@ import pytest
 from retrievo.data import PydocCorpus
 from retrievo.errors import RetrievoError, StageInputError
 from retrievo.index import InvertedIndex
-from retrievo.pipeline import Stage, parse
+from retrievo.pipeline import Stage, as_queries, parse
 from retrievo.registry import REGISTRY
 from retrievo.types import Answers, Queries, Rankings
 
@@ -76,7 +76,7 @@ def _snapshot(batch):
 
 def _same(a, b) -> None:
     assert type(a) is type(b)
-    assert a.queries.ids == b.queries.ids
+    assert as_queries(a).ids == as_queries(b).ids
     if isinstance(a, Rankings):
         np.testing.assert_array_equal(a.offsets, b.offsets)
         np.testing.assert_array_equal(a.doc_ids, b.doc_ids)

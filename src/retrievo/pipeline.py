@@ -41,7 +41,6 @@ imports no method (``import retrievo.pipeline`` loads neither retrievers nor mod
 from __future__ import annotations
 
 import contextvars
-import copy
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence

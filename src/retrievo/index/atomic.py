@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import IndexLockedError
+from retrievo.errors import CorruptIndexError, IndexLockedError
 
 TMP_MARK = ".retrievo-tmp"
 
@@ -155,3 +155,14 @@ def write_lock(folder: Path) -> Iterator[None]:
                 fcntl.lockf(fh.fileno(), fcntl.LOCK_UN)
     finally:
         fh.close()
+
+
+def check_file_sizes(folder: Path, sizes: dict[str, int]) -> None:
+    """Raise :class:`CorruptIndexError` unless every file of ``sizes`` (name → bytes, as
+    recorded when the folder was written) still has its recorded size: a cheap check that
+    catches truncated copies before a memory map reads past their end."""
+    for fname, size in sizes.items():
+        actual = (folder / fname).stat().st_size
+        if actual != size:
+            raise CorruptIndexError(f"{folder / fname} has {actual} bytes, expected {size}: "
+                                    "the index is damaged; rebuild it")

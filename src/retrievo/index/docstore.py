@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import ConfigError, CorruptIndexError, UnknownIdError
-from retrievo.index.atomic import HashingWriter, atomic_dir, hash_array, hash_bytes, save_array, save_bytes
+from retrievo.index.atomic import (HashingWriter, atomic_dir, check_file_sizes, hash_array, hash_bytes, save_array,
+                                   save_bytes)
 from retrievo.types import Document
 
 try:
@@ -118,11 +119,7 @@ class DocPart:
         ``mmap_arrays=False``), so opening costs the ids only."""
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            for fname, size in meta["files"].items():
-                actual = (folder / fname).stat().st_size
-                if actual != size:
-                    raise CorruptIndexError(f"{folder / fname} has {actual} bytes, expected {size}: "
-                                            "the index is damaged; rebuild it")
+            check_file_sizes(folder, meta["files"])
             text = (folder / _IDS).read_text(encoding="utf-8")
             blob = offsets = None
             if _OFFSETS in meta["files"]:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import CorruptIndexError
-from retrievo.index.atomic import atomic_dir, hash_array, save_array
+from retrievo.index.atomic import atomic_dir, check_file_sizes, hash_array, save_array
 
 _ARRAYS = ("indptr", "docs", "tfs", "doclen")
 
@@ -95,11 +95,7 @@ class Segment:
     def load(cls, folder: Path, mmap_arrays: bool = True) -> "Segment":
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            for fname, size in meta["files"].items():
-                actual = (folder / fname).stat().st_size
-                if actual != size:
-                    raise CorruptIndexError(f"{folder / fname} has {actual} bytes, expected {size}: "
-                                            "the index is damaged; rebuild it")
+            check_file_sizes(folder, meta["files"])
             mode = "r" if mmap_arrays else None
             arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode, allow_pickle=False) for n in _ARRAYS}
         except CorruptIndexError:
