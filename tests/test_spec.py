@@ -341,3 +341,10 @@ def test_reports_sum_costs_per_stage(shared_data):
     assert result.to_json()["systems"][1]["costs"][0]["stage"] == "bm25"
     out = CliRunner().invoke(app, ["eval", str(shared_data / "scifact"), "-m", "nDCG@10"])
     assert out.exit_code == 0 and "cost per stage:" in out.stdout and "ms/query" in out.stdout
+
+
+def test_protocols_record_rebuildable_specs(index, disk_index):
+    on_disk = parse("bm25 % 10", {"index": disk_index})
+    assert on_disk.record_spec() == str(on_disk) and "index=" in on_disk.record_spec()
+    in_memory = BM25(index, k=10)
+    assert in_memory.record_spec() == "bm25 % 10"  # a memory name would mean nothing elsewhere

@@ -205,6 +205,13 @@ class Stage(ABC):
         :mod:`retrievo.resources`); on-disk ones travel by their path in the spec."""
         return {}
 
+    def record_spec(self) -> str:
+        """The spec to write into a protocol: the full spec when every resource it names
+        lives on disk (so the record rebuilds the pipeline), else the spec without
+        resources — an in-memory index's name means nothing outside this process, and its
+        content identity is recorded beside the spec."""
+        return self.spec(resources=False) if self.resources() else self.spec()
+
     def rebuildable(self) -> bool:
         """Whether :func:`parse` can rebuild this stage from its spec (registered name)."""
         from retrievo.registry import REGISTRY

@@ -217,7 +217,7 @@ def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, s
     table = evaluate(rankings, qrels, names, per_query=True)
     scores = aggregate(table, names)
     protocol = Protocol.for_evaluation(
-        pipelines=[str(stage)], metrics=list(scores), num_queries=len(next(iter(table.values()))),
+        pipelines=[stage.record_spec()], metrics=list(scores), num_queries=len(next(iter(table.values()))),
         self_hits="kept" if keep_self_hits else "dropped", split=split_arg, depth=rankings_depth(rankings),
         data=dataset_identity(dataset, split_arg), index=idx, models=stage_models(stage))
     return EvalReport(scores, rankings, table if per_query else None, stage.spec(resources=False), split,
@@ -275,7 +275,7 @@ def search_protocol(stage: Stage, rankings: Rankings, index: InvertedIndex,
     """The protocol of a plain search (no judgments): pipeline, index, the queries file's
     hash, depth and the query count; self-hits are kept because nothing was evaluated."""
     data = {"queries": file_identity(queries_file)} if queries_file is not None else {}
-    return Protocol.for_evaluation(pipelines=[str(stage)], metrics=[], num_queries=len(rankings),
+    return Protocol.for_evaluation(pipelines=[stage.record_spec()], metrics=[], num_queries=len(rankings),
                                    self_hits="kept", depth=rankings_depth(rankings), data=data, index=index,
                                    models=stage_models(stage))
 

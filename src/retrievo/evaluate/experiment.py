@@ -66,8 +66,8 @@ _MARK = {WIN: "▲", LOSS: "▼", "": ""}
 
 def _system_spec(system: Any, i: int) -> str:
     """The full spec (resources included) that rebuilds a system, for its protocol."""
-    spec = getattr(system, "spec", None)
-    return str(spec()) if callable(spec) and not isinstance(system, Rankings) else _system_name(system, i)
+    record = getattr(system, "record_spec", None)
+    return str(record()) if callable(record) and not isinstance(system, Rankings) else _system_name(system, i)
 
 
 def _system_name(system: Any, i: int) -> str:
