@@ -348,3 +348,25 @@ def test_protocols_record_rebuildable_specs(index, disk_index):
     assert on_disk.record_spec() == str(on_disk) and "index=" in on_disk.record_spec()
     in_memory = BM25(index, k=10)
     assert in_memory.record_spec() == "bm25 % 10"  # a memory name would mean nothing elsewhere
+
+
+def test_cli_reports_spec_errors_before_indexing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from retrievo import workflows
+    from retrievo.cli.main import app
+
+    (tmp_path / "a.txt").write_text("cats sleep all day")
+    monkeypatch.setattr(workflows, "build_index", lambda *a, **k: pytest.fail("indexed before checking the spec"))
+    for cmd in (["search", str(tmp_path), "cats", "-p", "bm25(k1=abc)"], ["demo", str(tmp_path), "-p", "bm25 % 0"]):
+        out = CliRunner().invoke(app, cmd)
+        assert out.exit_code == 2 and "error:" in out.output and "Traceback" not in out.output
+
+
+def test_reprs_fit_on_a_screen(index):
+    ranked = BM25(index, k=1000)(QUERIES)[0]
+    text = repr(ranked)
+    assert len(ranked) > 100 and len(text) < 120 and f"{len(ranked)} results" in text and text.endswith(
+        f"… +{len(ranked) - 3})")
+    assert len(repr(index)) < 120 and "InvertedIndex" in repr(index)
+    assert repr(QUERIES).startswith("Queries(3: ")

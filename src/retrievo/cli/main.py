@@ -128,6 +128,7 @@ def demo(
     from retrievo.types import Queries
 
     try:
+        pipeline = workflows.check_pipeline(pipeline)  # a typo fails before anything is indexed
         collection = None if path is not None and workflows.is_index(path) else workflows.open_source(path)
         start = time.perf_counter()
         index = workflows.load_index(path, progress=True)
@@ -198,6 +199,7 @@ def search(
 
     try:
         queries = workflows.search_queries(queries_file, list(query or []))
+        pipeline = workflows.check_pipeline(pipeline)  # a typo fails before anything is indexed
         idx = workflows.load_index(index, progress=True)
         stage = workflows.build_pipeline(pipeline, idx) % k
         _jit_notice(len(queries) > 1)
