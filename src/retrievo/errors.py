@@ -85,6 +85,23 @@ class IndexLockedError(IndexError_):
     """Another writer holds the index's write lock."""
 
 
+class IndexConflictError(IndexError_):
+    """A writer's view of the index is stale: another writer published a generation since
+    it was opened. Nothing is damaged; reopen the index and repeat the change."""
+
+
+class DiskFullError(IndexError_):
+    """A write failed because the file system holding ``path`` is full. Nothing published
+    is damaged (writes never touch published files); free space and retry."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        super().__init__(message)
+
+    def __reduce__(self):  # keep the path when the error crosses a process boundary
+        return (type(self), (self.args[0] if self.args else "", self.path))
+
+
 class ConfigError(RetrievoError, ValueError):
     """An option has a value that cannot work (e.g. k1 < 0)."""
 
@@ -121,6 +138,8 @@ __all__ = [
     "CorruptIndexError",
     "IndexFormatVersionError",
     "IndexLockedError",
+    "IndexConflictError",
+    "DiskFullError",
     "ConfigError",
     "AnalyzerConfigError",
     "EvaluationError",

@@ -26,6 +26,7 @@ resources through the per-process cache and builds the stages.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from retrievo.registry import REGISTRY, Option, Registry, StageEntry
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _INT = re.compile(r"\d+")
 _NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+MAX_DEPTH = 64  # nesting levels of parentheses and sub-pipelines; deeper specs are refused, not recursed into
 
 
 # --------------------------------------------------------------------------------------
@@ -133,9 +135,10 @@ def _walk(node: Any, visit) -> None:
 
 
 class _Parser:
-    def __init__(self, text: str, registry: Registry, offset: int = 0, full: str | None = None):
+    def __init__(self, text: str, registry: Registry, offset: int = 0, full: str | None = None, depth: int = 0):
         self.s, self.i, self.registry = text, 0, registry
         self.offset, self.full = offset, full if full is not None else text
+        self.depth = depth
 
     # low level ---------------------------------------------------------------------------
     def error(self, message: str, at: int | None = None) -> PipelineSpecError:
@@ -177,10 +180,14 @@ class _Parser:
         return node
 
     def pipeline(self) -> Any:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"the spec nests more than {MAX_DEPTH} levels deep")
         parts = [self.plus()]
         while self.at(">>"):
             self.i += 2
             parts.append(self.plus())
+        self.depth -= 1
         return parts[0] if len(parts) == 1 else Chain(tuple(parts))
 
     def plus(self) -> Any:
@@ -197,8 +204,8 @@ class _Parser:
             self.ws()
             m = re.compile(r"-?[\w.]+").match(self.s, self.i)
             text = m.group() if m else ""
-            if not _INT.fullmatch(text) or int(text) < 1:
-                raise self.error(f"a cut-off needs a whole number >= 1, got {text or 'nothing'!r}")
+            if not _INT.fullmatch(text) or not 1 <= int(text) < 2**31:
+                raise self.error(f"a cut-off needs a whole number >= 1 (and below 2**31), got {text or 'nothing'!r}")
             self.i = m.end()
             node = Cut(node, int(text))
         return node
@@ -295,12 +302,14 @@ def _convert(parser: _Parser, entry: StageEntry, opt: Option, text: str, pos: in
     if not quoted and value.lower() in ("none", "null") and opt.default is None and opt.type != "pipeline":
         return None
     if opt.type == "int":
-        if not re.fullmatch(r"-?\d+", value):
-            raise bad("a whole number")
+        if not re.fullmatch(r"-?\d+", value) or not -2**63 <= int(value) < 2**63:
+            raise bad("a whole number (64-bit)")
         out: Any = int(value)
     elif opt.type == "float":
         if not _NUMBER.match(value):
             raise bad("a number")
+        if not math.isfinite(float(value)):  # 1e400 overflows to inf
+            raise bad("a finite number")
         out = float(value)
     elif opt.type == "bool":
         low = value.lower()
@@ -314,11 +323,12 @@ def _convert(parser: _Parser, entry: StageEntry, opt: Option, text: str, pos: in
         return match
     elif opt.type == "floats":
         parts = [p for p in re.split(r"[/;\s]+", value.strip("[]")) if p]
-        if not parts or not all(_NUMBER.match(p) for p in parts):
-            raise bad("numbers separated by '/', e.g. 1.0/0.5")
+        if not parts or not all(_NUMBER.match(p) and math.isfinite(float(p)) for p in parts):
+            raise bad("finite numbers separated by '/', e.g. 1.0/0.5")
         return tuple(float(p) for p in parts)
     elif opt.type == "pipeline":
-        sub = _Parser(value, parser.registry, parser.offset + pos + (1 if quoted else 0), parser.full)
+        sub = _Parser(value, parser.registry, parser.offset + pos + (1 if quoted else 0), parser.full,
+                      parser.depth)
         return _Sub(sub.parse())
     elif opt.type in ("index",):
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from retrievo.data import (BeirDataset, IrDataset, PydocCorpus, load_ir_dataset, open_collection, read_queries,
                            write_run)
-from retrievo.errors import ConfigError, DataFormatError, EmptyQueryError
+from retrievo.errors import ConfigError, DataFormatError, EmptyQueryError, EvaluationError
 from retrievo.evaluate import DEFAULT_METRICS, Experiment, ExperimentResult, aggregate, evaluate
 from retrievo.evaluate.protocol import Protocol, dataset_identity, file_identity, rankings_depth, stage_models
 from retrievo.index import InvertedIndex, open_index
@@ -34,7 +34,11 @@ IRDS_PREFIX = "irds:"  # e.g. "irds:beir/scifact/test" — an ir_datasets id (ne
 
 
 def is_index(path: str | Path) -> bool:
-    return (Path(path) / "CURRENT").is_file()
+    """Whether ``path`` is (or looks like) an index folder: one that holds index files but
+    cannot be opened is reported as damaged by ``open_index``, never read as a corpus."""
+    from retrievo.index.lifecycle import looks_like_index
+
+    return looks_like_index(path)
 
 
 def open_source(source: str | Path | None):
@@ -44,6 +48,9 @@ def open_source(source: str | Path | None):
         return PydocCorpus()
     if str(source).startswith(IRDS_PREFIX):
         return load_ir_dataset(str(source)[len(IRDS_PREFIX):])
+    if is_index(source):  # an index (even a damaged one) is never re-read as a folder of text files
+        open_index(source)
+        raise ConfigError(f"{source} is an index, not a collection of documents")
     return open_collection(source)
 
 
@@ -58,10 +65,24 @@ def build_index(source: str | Path | None, output: str | Path | None = None, *, 
     except (AttributeError, OSError, DataFormatError):
         pass
     kwargs: dict[str, Any] = {}
-    if segment_docs:
+    if segment_docs is not None:  # 0 is refused by the index, not read as "the default"
         kwargs["segment_docs"] = segment_docs
     return InvertedIndex.build(collection.iter_documents(), output, analyzer=analyzer, store=store,
                                progress=progress, total=total, merge=merge, **kwargs)
+
+
+def check_same_analyzer(index: Any, analyzer: str | None) -> None:
+    """Refuse ``analyzer`` when adding to ``index`` analysed otherwise: the new documents'
+    terms would never match the old ones' (None: keep the index's own)."""
+    if analyzer is None:
+        return
+    from retrievo.text import get_analyzer
+
+    wanted, has = get_analyzer(analyzer).config(), index.analyzer.config()
+    if wanted != has:
+        raise ConfigError(f"--analyzer {analyzer!r} differs from the analyzer of {index.path} ({has}); documents "
+                          "added to an index are analysed with its own analyzer: leave --analyzer out, or "
+                          "build a new index")
 
 
 def load_index(source: str | Path | None, *, progress: bool = False, analyzer: str | None = None) -> InvertedIndex:
@@ -207,9 +228,13 @@ def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, s
     split_arg = _split_arg(dataset, split)
     queries = dataset.queries(split_arg)
     qrels = dataset.qrels(split_arg)
+    if not len(queries):
+        raise EvaluationError(f"none of the queries of {data_dir} has judgments in split {split_arg or split!r}: "
+                              "there is nothing to evaluate (check the qrels' query ids)")
     default_index = _index_on_demand(data_dir, index, progress)
     stage = build_pipeline(pipeline, default_index)
     idx = _used_index(stage, default_index)
+    check_index_covers(idx, qrels, data_dir)
     rankings = run_in_batches(stage, queries, progress=progress)
     if not keep_self_hits:
         rankings = rankings.drop_self_hits()
@@ -222,6 +247,34 @@ def evaluate_pipeline(data_dir: str | Path, pipeline: str | Stage = "bm25", *, s
         data=dataset_identity(dataset, split_arg), index=idx, models=stage_models(stage))
     return EvalReport(scores, rankings, table if per_query else None, stage.spec(resources=False), split,
                       len(queries), protocol)
+
+
+def check_index_covers(index: Any, qrels: Any, data: str | Path) -> None:
+    """Make sure a prebuilt index holds the collection being evaluated.
+
+    The index manifest's ``identity`` hashes the index content, not the files it was
+    built from (the same collection may come as JSONL, gzip or ir_datasets), so the
+    collection is identified by what the judgments name: when none of the judged
+    documents is in the index it was built from another collection and every metric
+    would be a meaningless 0 (:class:`EvaluationError`); when only some are, a warning
+    says how many are missing (a subset index is legitimate, but it caps recall).
+    """
+    if getattr(index, "path", None) is None or not hasattr(index, "__contains__"):
+        return  # built from this very data in memory
+    judged = list(dict.fromkeys(getattr(qrels, "doc_ids", []).tolist()))
+    if not judged:
+        return
+    found = sum(1 for d in judged if d in index)
+    identity = getattr(index, "identity", None)
+    where = f"the index at {index.path}" + (f" (identity {identity[:12]})" if identity else "")
+    if found == 0:
+        raise EvaluationError(f"{where} holds none of the {len(judged):,} documents judged in {data}: it was built "
+                              "from another collection; index the collection being evaluated")
+    if found < len(judged):
+        import warnings
+
+        warnings.warn(f"{where} lacks {len(judged) - found:,} of the {len(judged):,} documents judged in {data}; "
+                      "their relevance cannot be retrieved, so recall is capped", UserWarning, stacklevel=2)
 
 
 def compare_pipelines(data: str | Path, pipelines: Sequence[str | Stage], *, split: str = "test",
@@ -255,6 +308,7 @@ def compare_pipelines(data: str | Path, pipelines: Sequence[str | Stage], *, spl
         given[canonical] = str(spec)
         systems[str(spec)] = stage
     idx = _used_index(next(iter(systems.values())), default_index)
+    check_index_covers(idx, dataset.qrels(split_arg), data)
     return Experiment(systems, dataset.queries(split_arg), dataset.qrels(split_arg), metrics=list(metrics),
                       test=test, correction=correction, drop_self_hits=not keep_self_hits, warmup=warmup,
                       dataset=dataset, split=split_arg, index=idx).run()

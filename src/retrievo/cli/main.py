@@ -38,6 +38,15 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(2)
 
 
+def _positive_k(k: int) -> int:
+    """``-k`` must be >= 1: 0 or a negative value would otherwise mean "everything"."""
+    from retrievo.errors import ConfigError
+
+    if k < 1:
+        raise ConfigError(f"-k must be at least 1, got {k}")
+    return k
+
+
 def _version_callback(value: bool) -> None:
     if value:
         from retrievo import __version__
@@ -128,6 +137,7 @@ def demo(
     from retrievo.types import Queries
 
     try:
+        _positive_k(k)
         pipeline = workflows.check_pipeline(pipeline)  # a typo fails before anything is indexed
         collection = None if path is not None and workflows.is_index(path) else workflows.open_source(path)
         start = time.perf_counter()
@@ -148,8 +158,9 @@ def index_cmd(
     source: Path = typer.Argument(..., help="BEIR folder, JSONL corpus, or folder of .txt/.md/.html files "
                                             "('pydoc' for the built-in corpus)."),
     output: Path = typer.Argument(..., help="Index folder to create (replaced atomically if it is an index)."),
-    analyzer: str = typer.Option("english", help="'english' (Lucene EnglishAnalyzer, as Pyserini), 'standard', "
-                                                 "or 'snowball:<language>'."),
+    analyzer: Optional[str] = typer.Option(None, help="'english' (Lucene EnglishAnalyzer, as Pyserini; the "
+                                                      "default), 'standard', or 'snowball:<language>'. With "
+                                                      "--add it must match the index's analyzer."),
     store: bool = typer.Option(True, help="Keep document texts in the index (needed for snippets, rerankers)."),
     segment_docs: int = typer.Option(200_000, help="Documents per segment while building (bounds memory)."),
     merge: bool = typer.Option(True, help="Merge the segments into one at the end (holds all postings in "
@@ -164,12 +175,13 @@ def index_cmd(
         start = time.perf_counter()
         if add:
             idx = open_index(output)
+            workflows.check_same_analyzer(idx, analyzer)
             collection = workflows.open_source(source)
             added = idx.add(collection.iter_documents(), progress=True)
             typer.echo(f"Added {len(added):,} documents to {output} ({len(idx):,} in all) "
                        f"in {time.perf_counter() - start:.1f} s.")
             return
-        idx = workflows.build_index(None if str(source) == "pydoc" else source, output, analyzer=analyzer,
+        idx = workflows.build_index(None if str(source) == "pydoc" else source, output, analyzer=analyzer or "english",
                                     store=store, progress=True, segment_docs=segment_docs, merge=merge)
         typer.echo(f"Indexed {len(idx):,} documents ({idx.vocab_size:,} terms) into {output} "
                    f"in {time.perf_counter() - start:.1f} s.")
@@ -198,6 +210,7 @@ def search(
     from retrievo import workflows
 
     try:
+        _positive_k(k)
         queries = workflows.search_queries(queries_file, list(query or []))
         pipeline = workflows.check_pipeline(pipeline)  # a typo fails before anything is indexed
         idx = workflows.load_index(index, progress=True)
@@ -414,6 +427,31 @@ def info(
             typer.echo(f"{name + ':':<14}{value}")
     except (RetrievoError, OSError) as exc:
         _fail(exc)
+
+
+@app.command()
+def check(
+    index: Path = typer.Argument(..., help="Index folder."),
+    quick: bool = typer.Option(False, "--quick", help="Structure, sizes and recorded hashes only: skip "
+                                                      "recomputing the sha256 of every file."),
+) -> None:
+    """Verify an index completely (like `git fsck`): recompute every file's sha256 and check
+    the structure of its arrays. Exit 0 when healthy, 1 with the problems listed otherwise."""
+    from retrievo.index.verify import verify_index
+
+    try:
+        report = verify_index(index, full=not quick)
+    except (RetrievoError, OSError) as exc:
+        _fail(exc)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    if report.ok:
+        typer.echo(f"{index}: generation {report.generation} is healthy")
+        return
+    for problem in report.problems:
+        typer.secho(f"problem: {problem}", fg=typer.colors.RED)
+    typer.echo(f"{index}: {len(report.problems)} problem(s); rebuild the index (`retrievo index`)")
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -143,16 +143,18 @@ def read_queries_jsonl(path: str | Path) -> Queries:
 
 def _parse_score(value: str, path: Path, line: int) -> int:
     try:
-        return int(value)
+        score = int(value)
     except ValueError:
-        pass
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if number.is_integer():
-        return int(number)
-    raise DataFormatError(f"relevance score {value!r} is not an integer", path, line)
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number.is_integer():
+            raise DataFormatError(f"relevance score {value!r} is not an integer", path, line) from None
+        score = int(number)
+    if not -2**31 <= score < 2**31:  # judgments are stored as int64 and summed in gains
+        raise DataFormatError(f"relevance score {value!r} is out of range (|score| < 2**31)", path, line)
+    return score
 
 
 def read_beir_qrels(path: str | Path) -> Qrels:

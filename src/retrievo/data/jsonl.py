@@ -96,10 +96,13 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 def count_lines(path: str | Path) -> int:
     """Number of non-blank lines, without parsing them (cheap enough for a progress bar)."""
     count = 0
-    with open_binary(path) as f:
-        for raw in f:
-            if raw.strip():
-                count += 1
+    try:
+        with open_binary(path) as f:
+            for raw in f:
+                if raw.strip():
+                    count += 1
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataFormatError(f"corrupt or truncated gzip data after line {count}: {err}", path) from None
     return count
 
 

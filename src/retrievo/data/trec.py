@@ -119,6 +119,8 @@ def read_qrels(path: str | Path) -> Qrels:
             relevance = int(rel)
         except ValueError:
             raise DataFormatError(f"relevance {rel!r} is not an integer", path, line) from None
+        if not -2**31 <= relevance < 2**31:  # judgments are stored as int64 and summed in gains
+            raise DataFormatError(f"relevance {rel!r} is out of range (|relevance| < 2**31)", path, line)
         seen = first_line.setdefault((qid, docno), line)
         if seen != line:
             raise DuplicateIdError(f"pair ({qid!r}, {docno!r}) already judged on line {seen}", path, line)

@@ -10,10 +10,12 @@ new one, plus stray temporaries that the next writer's garbage collection remove
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import CorruptIndexError, IndexLockedError
+from retrievo.errors import CorruptIndexError, DiskFullError, IndexLockedError
 
 TMP_MARK = ".retrievo-tmp"
 
@@ -40,13 +42,46 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's message for a short write
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free
+    return None
+
+
+@contextlib.contextmanager
+def disk_full_named(path: Path) -> Iterator[None]:
+    """Turn an out-of-space failure while writing ``path`` into :class:`DiskFullError`
+    naming the file and saying the disk is full (the raw errors name neither: numpy
+    reports only "N requested and M written")."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) or (exc.errno is None and _SHORT_WRITE.search(str(exc))):
+            free = _free_bytes(Path(path).parent)
+            left = f"{free:,} bytes left" if free is not None else "free space unknown"
+            raise DiskFullError(f"cannot write {path}: the disk is full ({left}); free some space and retry "
+                                "(the index keeps its last committed state)", path) from exc
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp = tmp_sibling(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with disk_full_named(path), open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never leave a temporary behind (the next GC would, too)
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
 
 
@@ -90,7 +125,7 @@ def hash_bytes(data: bytes) -> str:
 def save_array(path: Path, array: np.ndarray) -> str:
     """Write one .npy file (inside a folder that is itself renamed into place); returns
     the sha256 of the bytes written."""
-    with open(path, "wb") as fh:
+    with disk_full_named(path), open(path, "wb") as fh:
         sink = HashingWriter(fh)
         _npy_bytes_into(sink, array)
         fh.flush()
@@ -100,7 +135,7 @@ def save_array(path: Path, array: np.ndarray) -> str:
 
 def save_bytes(path: Path, data: bytes) -> str:
     """Write ``data`` to ``path`` (inside a folder renamed into place); returns its sha256."""
-    with open(path, "wb") as fh:
+    with disk_full_named(path), open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -113,8 +148,12 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     tmp = tmp_sibling(final)
     tmp.mkdir(parents=True)
     try:
-        yield tmp
-        fsync_dir(tmp)
+        with disk_full_named(final):
+            yield tmp
+            fsync_dir(tmp)
+        from retrievo.index.lifecycle import fault_point  # lifecycle imports this module
+
+        fault_point("atomic_dir.before_rename")
         os.rename(tmp, final)
         fsync_dir(final.parent)
     except BaseException:

@@ -120,7 +120,13 @@ class DocPart:
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
             check_file_sizes(folder, meta["files"])
-            text = (folder / _IDS).read_text(encoding="utf-8")
+            # bytes, not read_text: universal newlines would split an id at a "\r"; hashed
+            # on every open because a swapped id silently changes which document ranks
+            raw_ids = (folder / _IDS).read_bytes()
+            if hash_bytes(raw_ids) != meta["sha256"][_IDS]:
+                raise CorruptIndexError(f"{folder / _IDS} does not match its sha256: document ids changed; "
+                                        "the index is damaged, rebuild it")
+            text = raw_ids.decode("utf-8")
             blob = offsets = None
             if _OFFSETS in meta["files"]:
                 offsets = np.load(folder / _OFFSETS, mmap_mode="r" if mmap_arrays else None, allow_pickle=False)
@@ -131,14 +137,20 @@ class DocPart:
                         blob = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
                     else:
                         blob = fh.read()
+            ids = np.empty(meta["n_docs"], dtype=object)
+            ids[:] = text.split("\n") if meta["n_docs"] else []
         except CorruptIndexError:
             raise
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise CorruptIndexError(f"cannot read document store part {folder}: {exc}; "
                                     "the index is damaged, rebuild it") from exc
-        ids = np.empty(meta["n_docs"], dtype=object)
-        ids[:] = text.split("\n") if meta["n_docs"] else []
-        return cls(meta["name"], ids, blob, offsets, meta["sha256"])
+        part = cls(meta["name"], ids, blob, offsets, meta["sha256"])
+        from retrievo.index.verify import part_problems
+
+        problems = part_problems(part, str(folder))
+        if problems:
+            raise CorruptIndexError("; ".join(problems) + "; the index is damaged, rebuild it")
+        return part
 
 
 def _write_meta(folder: Path, name: str, n_docs: int, hashes: Mapping[str, str]) -> None:
@@ -210,6 +222,9 @@ def load_parts(path: Path, entry: Mapping[str, Any], mmap_arrays: bool = True) -
         if part.n_docs != item["n_docs"]:
             raise CorruptIndexError(f"{path}: document part {item['name']} has {part.n_docs} documents, "
                                     f"the manifest says {item['n_docs']}")
+        if item.get("sha256") is not None and part.content_hash() != item["sha256"]:
+            raise CorruptIndexError(f"{path}: document part {item['name']}'s meta.json does not match the "
+                                    "manifest's hash; the index is damaged, rebuild it")
         parts.append(part)
     return parts
 

@@ -192,6 +192,32 @@ def growing_vocab(vocab: dict[str, int]) -> defaultdict:
     return grown
 
 
+def _plain(value: Any, doc_id: str) -> Any:
+    """A metadata value as JSON stores it faithfully: sets become sorted lists, numpy
+    scalars and arrays their Python values. Anything else JSON cannot hold is refused
+    rather than silently stored as its ``str()``."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v, doc_id) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, doc_id) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v, doc_id) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist(), doc_id)
+    from retrievo.errors import DataFormatError
+
+    raise DataFormatError(f"document {doc_id!r}: metadata value of type {type(value).__name__} cannot be stored "
+                          "(use strings, numbers, booleans, lists or dicts)")
+
+
 def document_tuples(documents: Iterable[Document], seen: set[str]) -> Iterator[DocTuple]:
     """Validate the stream (types, ids) in the parent and flatten documents for shipping."""
     from retrievo.errors import DuplicateIdError
@@ -204,4 +230,4 @@ def document_tuples(documents: Iterable[Document], seen: set[str]) -> Iterator[D
         if not doc.doc_id or "\n" in doc.doc_id:
             raise ValueError(f"document id {doc.doc_id!r} must be non-empty and contain no newline")
         seen.add(doc.doc_id)
-        yield doc.doc_id, doc.title, doc.text, (dict(doc.meta) if doc.meta else None)
+        yield doc.doc_id, doc.title, doc.text, (_plain(dict(doc.meta), doc.doc_id) if doc.meta else None)

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -31,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import CorruptIndexError, UnknownIdError
+from retrievo.errors import ConfigError, CorruptIndexError, UnknownIdError
 from retrievo.index import lifecycle
-from retrievo.index.atomic import atomic_dir, fsync_dir, hash_array, hash_bytes, save_array, tmp_sibling, \
+from retrievo.index.atomic import disk_full_named, fsync_dir, hash_array, hash_bytes, save_array, tmp_sibling, \
     write_bytes_atomic
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, DocStore, docstore_manifest, load_parts, merge_parts
 from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
@@ -313,8 +314,8 @@ class InvertedIndex:
                 folder: Path | None, workers: int | None = None) -> list[DocPart]:
         """Analyse ``documents`` into new segments (written under ``folder`` when given);
         returns their document parts. On failure the index is left as it was."""
-        if segment_docs < 1:
-            raise ValueError("segment_docs must be >= 1")
+        if isinstance(segment_docs, bool) or not isinstance(segment_docs, int) or segment_docs < 1:
+            raise ConfigError(f"segment_docs must be a whole number >= 1, got {segment_docs!r}")
         if folder is not None:
             (folder / SEGMENTS_FOLDER).mkdir(exist_ok=True)
             (folder / DOCS_FOLDER).mkdir(exist_ok=True)
@@ -333,8 +334,10 @@ class InvertedIndex:
                     self.terms.extend(itertools.islice(vocab, len(self.terms), None))
                     if folder is not None:  # reopen memory-mapped: memory stays bounded
                         seg.write(folder / SEGMENTS_FOLDER)
+                        lifecycle.fault_point("ingest.after_segment")
                         seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
                         part = part.write(folder / DOCS_FOLDER)
+                        lifecycle.fault_point("ingest.after_part")
                     self.segments.append(seg)
                     self.lives.append(None)
                     self.doc_parts.append(part)
@@ -375,7 +378,9 @@ class InvertedIndex:
         part = merge_parts(self.doc_parts, self.lives, f"part-{name}",
                            None if folder is None else folder / DOCS_FOLDER)
         if folder is not None:
+            lifecycle.fault_point("merge.after_part")
             seg.write(folder / SEGMENTS_FOLDER)
+            lifecycle.fault_point("merge.after_segment")
             seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
         self.segments, self.lives, self.doc_parts = [seg], [None], [part]
         self._invalidate()
@@ -422,6 +427,7 @@ class InvertedIndex:
         else:
             with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
                 apply()
+                lifecycle.fault_point("delete.applied")
                 self._publish(txn)
         return len(targets)
 
@@ -468,8 +474,11 @@ class InvertedIndex:
         (path / "vocab").mkdir(exist_ok=True)
         (path / "deletes").mkdir(exist_ok=True)
         vocab_name = f"vocab/vocab-{gen:08d}.txt"
-        write_bytes_atomic(path / vocab_name, self._vocab_bytes())
+        vocab_bytes = self._vocab_bytes()
+        write_bytes_atomic(path / vocab_name, vocab_bytes)
+        lifecycle.fault_point("publish.after_vocab")
         files = [vocab_name]
+        checksums = {vocab_name: hash_bytes(vocab_bytes)}
         seg_entries = []
         for seg, part, lv in zip(self.segments, self.doc_parts, self.lives):
             entry: dict[str, Any] = {"name": seg.name, "n_docs": seg.n_docs, "sha256": seg.content_hash(),
@@ -478,7 +487,8 @@ class InvertedIndex:
             if lv is not None:
                 name = f"deletes/del-{gen:08d}-{seg.name}.npy"
                 tmp = tmp_sibling(path / name)
-                entry["deletes_sha256"] = save_array(tmp, np.asarray(lv, dtype=bool))
+                entry["deletes_sha256"] = checksums[name] = save_array(tmp, np.asarray(lv, dtype=bool))
+                lifecycle.fault_point("publish.after_deletes")
                 os.replace(tmp, path / name)
                 entry["deletes"] = name
                 files.append(name)
@@ -487,11 +497,11 @@ class InvertedIndex:
         docstore_entry, doc_files = docstore_manifest(self.doc_parts, self.store)
         payload = {
             "analyzer": self.analyzer.config(), "store": self.store,
-            "vocab": {"file": vocab_name, "size": self.vocab_size, "sha256": hash_bytes(self._vocab_bytes())},
+            "vocab": {"file": vocab_name, "size": self.vocab_size, "sha256": checksums[vocab_name]},
             "segments": seg_entries, "stats": self.collection_stats(),
         }
         manifest = txn.publish(FORMAT, FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
-                               docstore=docstore_entry)
+                               docstore=docstore_entry, checksums=checksums)
         self.path, self.generation = path, gen
         self.info["manifest"] = manifest
 
@@ -507,19 +517,21 @@ class InvertedIndex:
         path = snapshot.path
         try:
             payload = snapshot.payload
-            vocab_text = (path / payload["vocab"]["file"]).read_text(encoding="utf-8")
-            terms = vocab_text.split("\n") if payload["vocab"]["size"] else []
+            # bytes, not read_text: universal newlines would split a term or id at a "\r"
+            vocab_bytes = (path / payload["vocab"]["file"]).read_bytes()
+            if payload["vocab"].get("sha256") not in (None, hash_bytes(vocab_bytes)):
+                raise CorruptIndexError(f"{path}: the vocabulary {payload['vocab']['file']} does not match its "
+                                        "sha256 (terms changed)")
+            terms = vocab_bytes.decode("utf-8").split("\n") if payload["vocab"]["size"] else []
             if len(terms) != payload["vocab"]["size"]:
                 raise CorruptIndexError(f"{path}: vocabulary has {len(terms)} terms, "
                                         f"manifest says {payload['vocab']['size']}")
             segments, lives = [], []
             for entry in payload["segments"]:
                 seg = Segment.load(path / SEGMENTS_FOLDER / entry["name"], mmap_arrays=mmap)
-                if seg.n_docs != entry["n_docs"]:
-                    raise CorruptIndexError(f"{path}: segment {entry['name']} has {seg.n_docs} docs, "
-                                            f"manifest says {entry['n_docs']}")
+                _check_segment(path, entry, seg, len(terms))
                 segments.append(seg)
-                lives.append(np.load(path / entry["deletes"], allow_pickle=False) if entry.get("deletes") else None)
+                lives.append(_load_deletes(path, entry, seg.n_docs) if entry.get("deletes") else None)
             parts = load_parts(path, snapshot.docstore, mmap)
             if [p.name for p in parts] != [e["docs"] for e in payload["segments"]] or \
                     [p.n_docs for p in parts] != [s.n_docs for s in segments]:
@@ -527,11 +539,14 @@ class InvertedIndex:
             analyzer = Analyzer.from_config(payload["analyzer"])
         except CorruptIndexError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise CorruptIndexError(f"cannot read index {path}: {exc}; rebuild it") from exc
         index = cls(segments, lives, terms, analyzer, path, snapshot.generation,
                     {"store": payload.get("store", True), "manifest": dict(snapshot.manifest)}, parts)
         index._mmap = mmap
+        if payload.get("stats") is not None and payload["stats"] != index.collection_stats():
+            raise CorruptIndexError(f"{path}: collection statistics {index.collection_stats()} differ from the "
+                                    f"manifest's {payload['stats']}; the index is damaged, rebuild it")
         if snapshot.identity:
             index._cache["identity"] = snapshot.identity
         return index
@@ -570,14 +585,59 @@ class InvertedIndex:
                              {"store": self.store}, self.doc_parts)
 
 
+def _check_segment(path: Path, entry: dict[str, Any], seg: Segment, vocab_size: int) -> None:
+    """Open-time checks of one segment: its recorded hashes chain up to the manifest, the
+    small arrays (``indptr``, ``doclen``) match their sha256, and the postings are sound
+    (see :mod:`retrievo.index.verify`); O(terms + postings), vectorised."""
+    from retrievo.index.verify import file_sha256, segment_problems
+
+    where = f"{path}: segment {entry['name']}"
+    if seg.n_docs != entry["n_docs"]:
+        raise CorruptIndexError(f"{where} has {seg.n_docs} docs, manifest says {entry['n_docs']}")
+    if entry.get("sha256") is not None and seg.content_hash() != entry["sha256"]:
+        raise CorruptIndexError(f"{where}: its meta.json does not match the manifest's hash")
+    folder = path / SEGMENTS_FOLDER / entry["name"]
+    recorded = seg.meta.get("sha256") or {}
+    for small in ("indptr.npy", "doclen.npy"):
+        if file_sha256(folder / small) != recorded.get(small):
+            raise CorruptIndexError(f"{where}: {small} does not match its sha256")
+    problems = segment_problems(seg, vocab_size, where)
+    if problems:
+        raise CorruptIndexError("; ".join(problems) + "; the index is damaged, rebuild it")
+
+
+def _load_deletes(path: Path, entry: dict[str, Any], n_docs: int) -> np.ndarray:
+    data = (path / entry["deletes"]).read_bytes()
+    if entry.get("deletes_sha256") not in (None, hash_bytes(data)):
+        raise CorruptIndexError(f"{path}: {entry['deletes']} does not match its sha256")
+    live = np.load(path / entry["deletes"], allow_pickle=False)
+    if live.shape != (n_docs,) or live.dtype != np.bool_:
+        raise CorruptIndexError(f"{path}: {entry['deletes']} holds {live.shape} {live.dtype}, "
+                                f"expected {n_docs} booleans")
+    return live
+
+
 def _create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], None]) -> None:
     """Create a new index at ``path``: written beside it and renamed into place (rename
-    also replaces an empty folder made for it), so a failure leaves nothing behind."""
+    also replaces an empty folder made for it), so a failure leaves nothing behind.
+
+    The writer lock of the temporary folder is held until after the rename, which is how
+    :func:`lifecycle.collect_abandoned_builds` (run first) tells a dead build's leftovers
+    from a live one's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(path) as tmp:
-        with lifecycle.writing(tmp) as txn:
+    lifecycle.collect_abandoned_builds(path)
+    tmp = tmp_sibling(path)
+    tmp.mkdir()
+    try:
+        with disk_full_named(path), lifecycle.writing(tmp) as txn:
             write(txn)
-        (tmp / lifecycle.LOCK).unlink(missing_ok=True)
+            fsync_dir(tmp)
+            lifecycle.fault_point("create.before_rename")
+            os.rename(tmp, path)  # still under the lock (GC of the vanished tmp path is a no-op)
+            fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 __all__ = ["DEFAULT_SEGMENT_DOCS", "FORMAT", "FORMAT_VERSION", "InvertedIndex"]

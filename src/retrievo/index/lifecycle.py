@@ -27,24 +27,38 @@ unlinked files readable through open descriptors and memory maps (formats theref
 or map every file when the snapshot is opened, never later); one that resolved the old
 ``CURRENT`` but had not opened its files yet finds them gone, sees that ``CURRENT``
 moved, and retries with the new generation.
+
+Integrity: every manifest carries a ``checksum`` (sha256 of its own canonical JSON
+without that field), so a same-size edit of the manifest is found on open; files a
+generation names carry their sha256 either in the manifest's ``checksums`` or, for
+folders, in their own ``meta.json`` (see :mod:`retrievo.index.verify`, which checks all of
+them for ``retrievo check`` and ``open_index(path, verify=True)``).
+
+Fault injection: :func:`fault_point` marks each step of a write (and of opening); tests
+install a hook with :func:`fault_hook`, or set ``RETRIEVO_FAULT_AT=step[:n]`` to have the
+process kill itself with SIGKILL at the ``n``-th time it reaches ``step``, so crash
+recovery is tested at every step deterministically instead of by luck.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib
 import json
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from retrievo.errors import ConfigError, CorruptIndexError, IndexFormatVersionError, IndexNotFoundError
-from retrievo.index.atomic import TMP_MARK, write_bytes_atomic, write_json_atomic, write_lock
+from retrievo.errors import (ConfigError, CorruptIndexError, IndexConflictError, IndexFormatVersionError,
+                             IndexNotFoundError)
+from retrievo.index.atomic import _HELD, TMP_MARK, write_bytes_atomic, write_json_atomic, write_lock
 
 CURRENT = "CURRENT"
 LOCK = "LOCK"
@@ -61,12 +75,74 @@ def is_index(path: str | Path) -> bool:
     return (Path(path) / CURRENT).is_file()
 
 
+# ------------------------------------------------------------------ fault injection
+FAULT_ENV = "RETRIEVO_FAULT_AT"
+_FAULT_HOOK: Callable[[str], None] | None = None
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def fault_point(step: str) -> None:
+    """Mark one step of a write or an open (e.g. ``"publish.before_current"``).
+
+    Costs one global read and one environment lookup; it is never called on the search
+    path. The test hook (see :func:`fault_hook`) may raise or pause; with
+    ``RETRIEVO_FAULT_AT=step[:n]`` the process SIGKILLs itself at the ``n``-th visit
+    (default 1), exactly as a crash would leave the folder.
+    """
+    if _FAULT_HOOK is not None:
+        _FAULT_HOOK(step)
+    target = os.environ.get(FAULT_ENV)
+    if target:
+        name, _, nth = target.partition(":")
+        if name == step:
+            _FAULT_COUNTS[step] = _FAULT_COUNTS.get(step, 0) + 1
+            if _FAULT_COUNTS[step] >= int(nth or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def fault_hook(hook: Callable[[str], None]) -> Iterator[None]:
+    """Call ``hook(step)`` at every :func:`fault_point` while the block runs (tests only:
+    the hook may raise to simulate a failure at that step, or sleep to widen a race)."""
+    global _FAULT_HOOK
+    previous, _FAULT_HOOK = _FAULT_HOOK, hook
+    try:
+        yield
+    finally:
+        _FAULT_HOOK = previous
+
+
+_INDEX_MARKERS = ("gen-[0-9]*.json", "segments/seg-*", "docs/part-*/meta.json", "vocab/vocab-*.txt")
+
+
+def looks_like_index(path: str | Path) -> bool:
+    """Whether ``path`` holds index files (a manifest, segments, document parts or a
+    vocabulary), with or without ``CURRENT``: such a folder must be opened as an index,
+    and reported as damaged when it cannot be, never read as a folder of text files."""
+    path = Path(path)
+    if is_index(path):
+        return True
+    if not path.is_dir():
+        return False
+    return any(next(iter(path.glob(pattern)), None) is not None for pattern in _INDEX_MARKERS)
+
+
+def manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON without its ``checksum`` field."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False,
+                                     separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def read_generation(path: Path) -> int:
     """The generation ``CURRENT`` names."""
     try:
         name = (path / CURRENT).read_text(encoding="utf-8").strip()
         return int(name.removeprefix("gen-").removesuffix(".json"))
     except FileNotFoundError:
+        if looks_like_index(path):
+            raise CorruptIndexError(f"{path} holds index files but no {CURRENT} file: the index is damaged "
+                                    "(run `retrievo check` on it, or rebuild it)") from None
         raise IndexNotFoundError(f"{path} is not a retrievo index (no {CURRENT} file)") from None
     except (OSError, ValueError) as exc:
         raise CorruptIndexError(f"{path}/{CURRENT} is unreadable ({exc}); the index is damaged") from exc
@@ -135,8 +211,17 @@ def current_snapshot(path: str | Path) -> Snapshot:
     manifest = load_manifest(path, generation)
     if manifest is None:
         raise CorruptIndexError(f"{path}: {CURRENT} names generation {generation} but its manifest is missing")
-    if not isinstance(manifest, dict) or manifest.get("generation") != generation or "format" not in manifest:
+    return _checked_snapshot(path, generation, manifest)
+
+
+def _checked_snapshot(path: Path, generation: int, manifest: Any) -> Snapshot:
+    if not isinstance(manifest, dict) or manifest.get("generation") != generation or "format" not in manifest \
+            or not isinstance(manifest.get("payload", {}), dict):
         raise CorruptIndexError(f"{path}/{manifest_name(generation)} is not a valid manifest; the index is damaged")
+    recorded = manifest.get("checksum")
+    if recorded is not None and recorded != manifest_checksum(manifest):
+        raise CorruptIndexError(f"{path}/{manifest_name(generation)} does not match its checksum: the manifest "
+                                "was modified or damaged; rebuild the index")
     return Snapshot(path, manifest)
 
 
@@ -152,17 +237,33 @@ def open_snapshot(path: str | Path, load: Callable[[Snapshot], T]) -> T:
     the meantime and collected the files it was reading (see the module docstring).
 
     A failure while ``CURRENT`` stays put is real damage and is raised as it is.
+    A reader that loses every race (``CURRENT`` moved under it :data:`OPEN_RETRIES`
+    times in a row) gets :class:`IndexConflictError`, never a corruption error: the index
+    is healthy, only busy.
     """
     path = Path(path)
+    if not path.exists():
+        raise IndexNotFoundError(f"no index at {path}: build one with `retrievo index`")
     for attempt in range(OPEN_RETRIES):
-        snapshot = current_snapshot(path)
+        generation = read_generation(path)
         try:
+            fault_point("open.after_current")
+            manifest = load_manifest(path, generation)
+            if manifest is None:
+                raise CorruptIndexError(f"{path}: {CURRENT} names generation {generation} but its manifest "
+                                        "is missing")
+            snapshot = _checked_snapshot(path, generation, manifest)
+            fault_point("open.after_manifest")
             return load(snapshot)
         except (IndexFormatVersionError, IndexNotFoundError):
             raise
         except (CorruptIndexError, OSError):
-            if attempt == OPEN_RETRIES - 1 or _generation_now(path) == snapshot.generation:
+            if _generation_now(path) == generation:
                 raise
+            if attempt == OPEN_RETRIES - 1:
+                raise IndexConflictError(f"{path} changed {OPEN_RETRIES} times while it was being opened "
+                                         "(writers publishing quickly); it is not damaged, open it again") \
+                    from None
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -180,12 +281,15 @@ class Transaction:
         return self.base_generation + 1
 
     def publish(self, format: str, format_version: int, payload: Mapping[str, Any], files: Iterable[str], *,
-                identity: str, docstore: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                identity: str, docstore: Mapping[str, Any] | None = None,
+                checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Make a new generation visible: its manifest first, then ``CURRENT``.
 
         ``files`` must name every file or folder (relative POSIX paths) the generation
         reads; garbage collection deletes everything else. They must all be written
-        (and fsynced) before this call.
+        (and fsynced) before this call. ``checksums`` gives the sha256 of plain files
+        among them (taken while they were written); folders record theirs in their own
+        ``meta.json`` (see :mod:`retrievo.index.verify`).
         """
         if self.published is not None:
             raise RuntimeError("a transaction publishes one generation")
@@ -199,10 +303,15 @@ class Transaction:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "identity": identity, "files": files,
             **({"docstore": dict(docstore)} if docstore is not None else {}),
+            **({"checksums": dict(sorted(checksums.items()))} if checksums else {}),
             "payload": dict(payload),
         }
+        manifest["checksum"] = manifest_checksum(manifest)
+        fault_point("publish.before_manifest")
         write_json_atomic(self.path / manifest_name(self.generation), manifest)
+        fault_point("publish.before_current")
         write_bytes_atomic(self.path / CURRENT, f"{manifest_name(self.generation)}\n".encode())
+        fault_point("publish.after_current")
         self.published = manifest
         return manifest
 
@@ -226,7 +335,7 @@ def writing(path: str | Path, expected_generation: int | None = None) -> Iterato
     with write_lock(path):
         base = read_generation(path) if (path / CURRENT).exists() else 0
         if expected_generation is not None and base != expected_generation:
-            raise CorruptIndexError(
+            raise IndexConflictError(
                 f"{path} was changed by another writer since it was opened "
                 f"(generation {expected_generation} -> {base}); reopen it and retry")
         try:
@@ -252,11 +361,13 @@ def collect_garbage(path: Path) -> list[str]:
         return []
     keep = {LOCK}
     if generation is not None:
-        if manifest is None or not isinstance(manifest.get("files"), list):
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) \
+                or not all(isinstance(f, str) for f in manifest["files"]):
             return []
         keep |= {CURRENT, manifest_name(generation), *manifest["files"]}
     ancestors = {"/".join(parts[:i]) for k in keep for parts in [k.split("/")] for i in range(1, len(parts))}
     removed: list[str] = []
+    fault_point("gc.before")
     _sweep(path, "", keep, ancestors, removed)
     return removed
 
@@ -279,11 +390,50 @@ def _sweep(folder: Path, prefix: str, keep: set[str], ancestors: set[str], remov
 
 
 def _remove(entry: Path) -> None:
+    fault_point("gc.remove")
     with contextlib.suppress(FileNotFoundError):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def collect_abandoned_builds(path: Path) -> list[str]:
+    """Remove ``<path>.retrievo-tmp-*`` folders beside ``path`` left by builds that died
+    before renaming their result into place; returns their names.
+
+    A build holds the writer lock of its temporary folder until after the rename, so a
+    folder whose lock can be taken belongs to a dead process. One without a lock file
+    (the instant between creating the folder and locking it) is left alone unless it is
+    over an hour old.
+    """
+    import fcntl
+    import time
+
+    removed: list[str] = []
+    if not path.parent.is_dir():
+        return removed
+    for stray in sorted(path.parent.glob(f"{path.name}{TMP_MARK}-*")):
+        if not stray.is_dir() or stray.is_symlink() or os.path.realpath(stray) in _HELD:
+            continue  # (a build of this very process: record locks do not exclude their owner)
+        lock = stray / LOCK
+        try:
+            if not lock.exists():
+                if time.time() - stray.stat().st_mtime < 3600:
+                    continue
+                shutil.rmtree(stray)
+                removed.append(stray.name)
+                continue
+            with open(lock, "a+") as fh:
+                try:
+                    fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live build
+                shutil.rmtree(stray)
+                removed.append(stray.name)
+        except OSError:
+            continue
+    return removed
 
 
 def folder_size(path: Path, files: Iterable[str]) -> int:
@@ -336,16 +486,28 @@ def format_class(name: str, path: Path | None = None) -> type:
                                 f"cannot be imported: {exc}") from exc
 
 
-def _open_uncached(path: Path, mmap: bool) -> Any:
-    return open_snapshot(path, lambda snap: format_class(snap.format, path).from_snapshot(snap, mmap=mmap))
+def _open_uncached(path: Path, mmap: bool, verify: bool = False) -> Any:
+    def load(snap: Snapshot) -> Any:
+        if verify:  # the same generation the reader opens, so a later publish cannot slip in between
+            from retrievo.index.verify import IndexReport, snapshot_problems
+
+            IndexReport(path, snap.generation, snapshot_problems(snap, full=True)).raise_if_damaged()
+        return format_class(snap.format, path).from_snapshot(snap, mmap=mmap)
+
+    return open_snapshot(path, load)
 
 
 _CACHE: dict[tuple[str, bool], Any] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def open_index(path: str | Path, *, cached: bool = False, mmap: bool = True) -> Any:
+def open_index(path: str | Path, *, cached: bool = False, mmap: bool = True, verify: bool = False) -> Any:
     """Open the index at ``path`` with the reader its manifest names.
+
+    Every open checks the manifest's checksum and the structure of what it reads (cheap,
+    see :mod:`retrievo.index.verify`); ``verify=True`` also recomputes the sha256 of every
+    file of the generation first (reads the whole index once) and raises
+    :class:`CorruptIndexError` listing what differs.
 
     ``cached=True`` is for named resources (pipelines that name an index, server
     workers): the same object comes back for the same real path as long as the index's
@@ -354,7 +516,7 @@ def open_index(path: str | Path, *, cached: bool = False, mmap: bool = True) -> 
     """
     path = Path(path)
     if not cached:
-        return _open_uncached(path, mmap)
+        return _open_uncached(path, mmap, verify)
     if not path.exists():
         raise IndexNotFoundError(f"no index at {path}: build one with `retrievo index`")
     key = (os.path.realpath(path), mmap)
@@ -363,7 +525,7 @@ def open_index(path: str | Path, *, cached: bool = False, mmap: bool = True) -> 
         index = _CACHE.get(key)
         if index is not None and index.generation == generation:
             return index
-    index = _open_uncached(path, mmap)
+    index = _open_uncached(path, mmap, verify)
     with _CACHE_LOCK:
         _CACHE[key] = index
     return index
@@ -376,7 +538,8 @@ def clear_index_cache() -> None:
 
 
 __all__ = [
-    "CURRENT", "Snapshot", "Transaction", "clear_index_cache", "collect_garbage", "current_snapshot",
-    "folder_size", "format_class", "is_index", "load_manifest", "manifest_name", "open_index", "open_snapshot",
+    "CURRENT", "FAULT_ENV", "Snapshot", "Transaction", "clear_index_cache", "collect_abandoned_builds",
+    "collect_garbage", "current_snapshot", "fault_hook", "fault_point", "folder_size", "format_class", "is_index",
+    "load_manifest", "looks_like_index", "manifest_checksum", "manifest_name", "open_index", "open_snapshot",
     "read_generation", "register_format", "registered_formats", "writing",
 ]
