@@ -631,6 +631,7 @@ def _create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], No
     try:
         with disk_full_named(path), lifecycle.writing(tmp) as txn:
             write(txn)
+            lifecycle.collect_garbage(tmp)  # segments merged away while building
             fsync_dir(tmp)
             lifecycle.fault_point("create.before_rename")
             os.rename(tmp, path)  # still under the lock (GC of the vanished tmp path is a no-op)
