@@ -11,6 +11,8 @@ renamed or gzipped file still reads.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 from retrievo.data.beir import read_beir_qrels, read_queries_jsonl
@@ -26,8 +28,11 @@ _PEEK_BYTES = 8192
 
 def _head(path: Path) -> str:
     """The first few kilobytes of ``path`` as text (gzip is unpacked by magic bytes)."""
-    with open_binary(path) as f:
-        return f.read(_PEEK_BYTES).decode("utf-8", errors="replace")
+    try:
+        with open_binary(path) as f:
+            return f.read(_PEEK_BYTES).decode("utf-8", errors="replace")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # a truncated .gz shorter than the peek
+        raise DataFormatError(f"corrupt or truncated gzip data: {err}", path) from None
 
 
 def _first_line(head: str) -> str:
