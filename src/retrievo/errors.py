@@ -110,6 +110,16 @@ class AnalyzerConfigError(ConfigError):
     """An analyzer configuration is invalid (unknown stemmer, bad option...)."""
 
 
+class ModelMismatchError(ConfigError):
+    """A vector index is searched (or extended) with another model than the one that
+    encoded it: the scores would be meaningless, so it is refused."""
+
+
+class DimensionMismatchError(ConfigError):
+    """Vectors whose dimension differs from the index's (or ids and vectors that do not
+    pair up)."""
+
+
 class EvaluationError(RetrievoError, ValueError):
     """Runs and judgments that cannot be evaluated together (e.g. no query id in common)."""
 
@@ -142,6 +152,8 @@ __all__ = [
     "DiskFullError",
     "ConfigError",
     "AnalyzerConfigError",
+    "ModelMismatchError",
+    "DimensionMismatchError",
     "EvaluationError",
     "MetricError",
     "MissingExtraError",

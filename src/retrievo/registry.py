@@ -267,6 +267,23 @@ BUILTIN: tuple[StageEntry, ...] = (
         takes=("rankings",),
         example="bm25 >> rm3 >> bm25",
     ),
+    StageEntry(
+        "dense", "retrievo.retrieve.dense:Dense.from_options",
+        "dense retriever (exact inner product; all-MiniLM-L6-v2 by default); on a lexical index it encodes "
+        "the stored documents once and caches the vectors beside it; after a ranking it scores the candidates only",
+        "retriever",
+        (
+            Option("model", "model", None, "encoder: a sentence-transformers / Hugging Face name or path, "
+                   "options after '?' (default: all-MiniLM-L6-v2, or the vector index's own model)"),
+            Option("dtype", "choice", None, "encoder precision (auto: bf16 only where the CPU computes it natively)",
+                   choices=("auto", "fp32", "bf16")),
+            Option("k", "int", 1000, "results per query", min=1),
+            Option("threads", "int", None, "search threads (default: all cores)", min=1),
+            Option("batch_size", "int", None, "texts per encoder forward pass (default 32)", min=1),
+            _INDEX,
+        ),
+        takes=("queries", "rankings"),
+    ),
     StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
                (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True,
                example="rrf(bm25 % 100, bm25(method=bm25l) % 100)"),

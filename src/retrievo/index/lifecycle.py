@@ -451,6 +451,7 @@ def folder_size(path: Path, files: Iterable[str]) -> int:
 # ---------------------------------------------------------------------- formats
 _FORMATS: dict[str, str] = {
     "retrievo-inverted": "retrievo.index.inverted:InvertedIndex",
+    "retrievo-vectors": "retrievo.index.vectors:VectorIndex",
 }
 
 

@@ -1,0 +1,591 @@
+"""The vector index: dense document vectors on the shared index life cycle.
+
+Layout of an index folder (generations, ``CURRENT``, publishing and garbage collection
+belong to :mod:`retrievo.index.lifecycle`, document ids and text to
+:mod:`retrievo.index.docstore`)::
+
+    CURRENT                      name of the live generation manifest
+    gen-00000003.json            manifest; payload: model identity and spec, dimension, parts, deletions
+    vectors/part-<id>/vectors.npy  float32 ``[n, dim]`` vectors of one part (memory-mapped when opened)
+    vectors/part-<id>/meta.json    document count, dimension, file size and sha256
+    docs/part-<id>/              stored ids (and text, when given) of the same part, same order
+    deletes/del-00000003-<part>.npy  tombstone bitmap of one part in one generation
+
+Why a format of its own rather than a faiss or usearch file: the vectors are the ground
+truth that every search structure (exact search, quantised codes, HNSW graphs) is derived
+from, and they must live on the same life cycle as the lexical index — atomic publish,
+readers that never see half a write, add and delete without rewriting what exists, and a
+manifest that says which model made them. A vector searched with another model's query
+is silently meaningless, so the manifest records the encoder's identity
+(:meth:`retrievo.models.encoder.Encoder.identity`) and dimension, and every consumer
+checks them (:meth:`VectorIndex.check_model`, :meth:`VectorIndex.check_dim`).
+
+Like segments, parts are immutable: ``add`` writes a new part, ``delete`` writes
+tombstones, ``merge`` compacts into one part. Opening checks every file's size against
+its record (a truncated copy fails at once with :class:`CorruptIndexError`, before a
+memory map reads past its end); :meth:`VectorIndex.verify` re-hashes the contents.
+Search lives in :mod:`retrievo.retrieve.exact` (this module stores, it does not rank).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import ConfigError, CorruptIndexError, DimensionMismatchError, DuplicateIdError, \
+    ModelMismatchError, UnknownIdError
+from retrievo.index import lifecycle
+from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array, tmp_sibling
+from retrievo.index.docstore import DOCS_FOLDER, DocPart, DocStore, docstore_manifest, load_parts, merge_parts
+from retrievo.types import Document
+
+FORMAT = "retrievo-vectors"
+FORMAT_VERSION = 1
+VECTORS_FOLDER = "vectors"
+_VECTORS = "vectors.npy"
+
+
+class VectorPart:
+    """The vectors of one part (float32 ``[n, dim]``), immutable once built."""
+
+    def __init__(self, name: str, vectors: np.ndarray, sha256: str | None = None):
+        if vectors.ndim != 2:
+            raise DimensionMismatchError(f"vectors must be a 2-d array [n, dim], got shape {vectors.shape}")
+        self.name, self.vectors, self._sha = name, vectors, sha256
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def content_hash(self) -> str:
+        if self._sha is None:
+            self._sha = hash_array(np.asarray(self.vectors, dtype=np.float32))
+        return self._sha
+
+    def write(self, folder: Path) -> "VectorPart":
+        """Write into ``folder/<name>`` atomically; returns the part memory-mapped from there."""
+        with atomic_dir(folder / self.name) as tmp:
+            sha = save_array(tmp / _VECTORS, np.asarray(self.vectors, dtype=np.float32))
+            meta = {"name": self.name, "n_docs": self.n_docs, "dim": self.dim, "dtype": "float32",
+                    "files": {_VECTORS: (tmp / _VECTORS).stat().st_size}, "sha256": sha}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        self._sha = sha
+        return VectorPart.load(folder / self.name)
+
+    @classmethod
+    def load(cls, folder: Path, mmap: bool = True) -> "VectorPart":
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            check_file_sizes(folder, meta["files"])
+            vectors = np.load(folder / _VECTORS, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except CorruptIndexError:
+            raise
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise CorruptIndexError(f"cannot read vector part {folder}: {exc}; the index is damaged, rebuild it") \
+                from exc
+        if vectors.dtype != np.float32 or vectors.shape != (meta["n_docs"], meta["dim"]):
+            raise CorruptIndexError(f"{folder / _VECTORS} holds {vectors.dtype} {vectors.shape}, its record says "
+                                    f"float32 ({meta['n_docs']}, {meta['dim']}): the index is damaged, rebuild it")
+        return cls(meta["name"], vectors, meta["sha256"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if isinstance(self.vectors, np.memmap):
+            state["vectors"] = np.array(self.vectors)
+        return state
+
+
+def _reopen(path: str, mmap: bool) -> "VectorIndex":
+    return VectorIndex.open(path, mmap=mmap)
+
+
+def _as_vectors(vectors: Any, dim: int | None) -> np.ndarray:
+    arr = np.asarray(vectors)
+    if arr.ndim != 2:
+        raise DimensionMismatchError(f"vectors must be a 2-d array [n, dim], got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatchError(f"vectors of dimension {arr.shape[1]} cannot go into an index of "
+                                     f"dimension {dim}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ConfigError("vectors contain NaN or infinite values; check the encoder")
+    return arr
+
+
+class VectorIndex:
+    """Dense vectors with ids (and optionally text), their model's identity and dimension.
+
+    Build with :meth:`build` (in memory, or on disk when given a path), reopen with
+    :meth:`open` or :func:`retrievo.index.open_index`. Global document numbers run over
+    the parts in order, like the lexical index's segments.
+    """
+
+    FORMAT = FORMAT
+    FORMAT_VERSION = FORMAT_VERSION
+
+    def __init__(self, parts: Sequence[VectorPart], lives: Sequence[np.ndarray | None], doc_parts: Sequence[DocPart],
+                 model: str, dim: int, *, model_spec: str = "", path: Path | None = None, generation: int = 0,
+                 info: dict[str, Any] | None = None):
+        self.parts, self.lives, self.doc_parts = list(parts), list(lives), list(doc_parts)
+        if not len(self.parts) == len(self.lives) == len(self.doc_parts):
+            raise ValueError("vector parts, live bitmaps and document parts must pair up")
+        for p, d in zip(self.parts, self.doc_parts):
+            if p.dim != dim:
+                raise DimensionMismatchError(f"vector part {p.name} has dimension {p.dim}, the index {dim}")
+            if p.n_docs != d.n_docs:
+                raise CorruptIndexError(f"vector part {p.name} has {p.n_docs} vectors but {d.n_docs} ids")
+        self.model, self.model_spec, self.dim = model, model_spec, int(dim)
+        self.path, self.generation = path, generation
+        self.info = dict(info or {})
+        self._cache: dict[str, Any] = {}
+        self._mmap = True
+        self.version = 0
+
+    # ------------------------------------------------------------------ derived views
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _invalidate(self) -> None:
+        self.version += 1
+        self._cache.clear()
+
+    @property
+    def store(self) -> bool:
+        return bool(self.info.get("store", False))
+
+    @property
+    def source(self) -> str | None:
+        """Identity of the collection the vectors were made from (e.g. the lexical index
+        whose documents were encoded), so a cache can tell when it is stale."""
+        return self.info.get("source")
+
+    @property
+    def docstore(self) -> DocStore:
+        where = f"vector index {self.path}" if self.path is not None else "this in-memory vector index"
+        return self._cached("docstore", lambda: DocStore(self.doc_parts, self.lives, has_text=self.store,
+                                                         where=where))
+
+    @property
+    def bases(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([p.n_docs for p in self.parts], dtype=np.int64)]).astype(np.int64)
+
+    @property
+    def total_docs(self) -> int:
+        return int(sum(p.n_docs for p in self.parts))
+
+    @property
+    def live(self) -> np.ndarray | None:
+        """Global bitmap of live documents, or None when nothing is deleted."""
+        def make():
+            if all(lv is None for lv in self.lives):
+                return None
+            return np.concatenate([np.ones(p.n_docs, bool) if lv is None else np.asarray(lv, bool)
+                                   for p, lv in zip(self.parts, self.lives)])
+        return self._cached("live", make)
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        return self.docstore.ids
+
+    @property
+    def id_rank(self) -> np.ndarray:
+        """Position of each document id in sorted order: ties in score are broken by
+        ascending id, as BM25 (and Anserini) does, so results never depend on layout."""
+        def make():
+            order = np.argsort(self.doc_ids.astype(str), kind="stable")
+            rank = np.empty(len(order), dtype=np.int32)
+            rank[order] = np.arange(len(order), dtype=np.int32)
+            return rank
+        return self._cached("id_rank", make)
+
+    @property
+    def by_rank(self) -> np.ndarray:
+        return self._cached("by_rank", lambda: np.argsort(self.id_rank).astype(np.int32))
+
+    def __len__(self) -> int:
+        live = self.live
+        return self.total_docs if live is None else int(live.sum())
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.docstore
+
+    def locate(self, doc_id: str) -> int:
+        return self.docstore.locate(doc_id)
+
+    def document(self, doc_id: str) -> Document:
+        return self.docstore.get(doc_id)
+
+    def documents(self, doc_ids: Iterable[str]) -> list[Document]:
+        return self.docstore.get_many(doc_ids)
+
+    def iter_documents(self) -> Iterator[Document]:
+        return self.docstore.iter_documents()
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first global number, vectors)`` of each part, memory-mapped on disk."""
+        base = 0
+        for p in self.parts:
+            yield base, p.vectors
+            base += p.n_docs
+
+    def vectors_of(self, numbers: np.ndarray) -> np.ndarray:
+        """Vectors of global document numbers (float32, ``[len(numbers), dim]``)."""
+        numbers = np.asarray(numbers, dtype=np.int64)
+        out = np.empty((len(numbers), self.dim), dtype=np.float32)
+        if not len(numbers):
+            return out
+        bases = self.bases
+        which = np.searchsorted(bases, numbers, side="right") - 1
+        for p in np.unique(which).tolist():
+            sel = which == p
+            out[sel] = self.parts[p].vectors[numbers[sel] - bases[p]]
+        return out
+
+    def vectors(self, doc_ids: Iterable[str]) -> np.ndarray:
+        """Vectors of live document ids, in order (:class:`UnknownIdError` for others)."""
+        id_map = self.docstore.id_map()
+        doc_ids = list(doc_ids)
+        missing = [d for d in doc_ids if d not in id_map]
+        if missing:
+            raise UnknownIdError(f"{len(missing)} document id(s) are not in the vector index, e.g. {missing[:3]}")
+        return self.vectors_of(np.fromiter((id_map[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids)))
+
+    @property
+    def identity(self) -> str:
+        """sha256 (hex) of what determines search results: model, dimension, vectors,
+        ids and tombstones (names and timestamps left out)."""
+        def make():
+            content = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
+                       "vectors": [p.content_hash() for p in self.parts],
+                       "docs": [d.content_hash() for d in self.doc_parts],
+                       "deletes": [None if lv is None else hash_array(np.asarray(lv, dtype=bool))
+                                   for lv in self.lives]}
+            return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return self._cached("identity", make)
+
+    # ------------------------------------------------------------------ checks
+    def check_model(self, identity: str) -> None:
+        """Raise :class:`ModelMismatchError` unless ``identity`` is the model the vectors
+        were made with: another model's query vectors would rank nonsense silently."""
+        if identity != self.model:
+            where = self.path if self.path is not None else "this vector index"
+            raise ModelMismatchError(f"{where} was encoded with model {self.model} "
+                                     f"({self.model_spec or 'spec not recorded'}), not {identity}; "
+                                     "search it with the same model and options, or build a new index")
+
+    def check_dim(self, dim: int) -> None:
+        if int(dim) != self.dim:
+            raise DimensionMismatchError(f"query vectors have dimension {dim}, the index {self.dim} "
+                                         f"(model {self.model_spec or self.model})")
+
+    def verify(self) -> None:
+        """Re-hash every vector file against its record (:class:`CorruptIndexError` on a
+        difference): catches bit rot and edits that keep file sizes, which opening does not."""
+        for p in self.parts:
+            recorded = p._sha
+            p._sha = None
+            actual = p.content_hash()
+            p._sha = recorded
+            if recorded is not None and actual != recorded:
+                where = self.path / VECTORS_FOLDER / p.name if self.path is not None else p.name
+                raise CorruptIndexError(f"{where}: vectors do not match their recorded sha256; rebuild the index")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, ids: Sequence[str], vectors: Any, path: str | Path | None = None, *, model: str,
+              model_spec: str = "", documents: Sequence[Document] | None = None, source: str | None = None,
+              overwrite: bool = True) -> "VectorIndex":
+        """An index of ``vectors`` (``[n, dim]``) for document ``ids`` made by ``model``
+        (an encoder identity). ``documents`` (same order) stores their text too; without
+        it only ids are kept (the lexical index usually holds the text). With ``path`` it
+        is written there and returned memory-mapped; an existing index is replaced only
+        once the new one is complete."""
+        vectors = _as_vectors(vectors, None)
+        part, docs = cls._make_part(ids, vectors, documents)
+        info = {"store": documents is not None, "source": source}
+        index = cls([part], [None], [docs], model, vectors.shape[1], model_spec=model_spec, info=info)
+        if path is None:
+            return index
+        path = Path(path)
+        if lifecycle.is_index(path):
+            with lifecycle.writing(path) as txn:
+                index.path, index.generation = path, txn.base_generation
+                index._write_parts(path)
+                index._publish(txn)
+            return cls.open(path)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"{path} exists and is not a retrievo index; refusing to overwrite it")
+        _create_index_folder(path, index._write_new)
+        return cls.open(path)
+
+    @staticmethod
+    def _make_part(ids: Sequence[str], vectors: np.ndarray,
+                   documents: Sequence[Document] | None) -> tuple[VectorPart, DocPart]:
+        ids_arr = np.empty(len(ids), dtype=object)
+        ids_arr[:] = [str(i) for i in ids]
+        if len(ids_arr) != vectors.shape[0]:
+            raise DimensionMismatchError(f"{len(ids_arr)} ids but {vectors.shape[0]} vectors")
+        if len(set(ids_arr.tolist())) != len(ids_arr):
+            raise DuplicateIdError("document ids must be unique within a vector index")
+        name = f"part-{uuid.uuid4().hex[:16]}"
+        if documents is None:
+            docs = DocPart(name, ids_arr)
+        else:
+            if len(documents) != len(ids_arr) or any(d.doc_id != i for d, i in zip(documents, ids_arr)):
+                raise ConfigError("documents must be given in the same order as the ids")
+            records = [json.dumps({"title": d.title, "text": d.text, "meta": dict(d.meta)},
+                                  ensure_ascii=False).encode() for d in documents]
+            offsets = np.zeros(len(records) + 1, dtype=np.int64)
+            np.cumsum([len(r) for r in records], out=offsets[1:])
+            docs = DocPart(name, ids_arr, b"".join(records), offsets)
+        return VectorPart(name, vectors), docs
+
+    def _write_new(self, txn: lifecycle.Transaction) -> None:
+        self.path = txn.path
+        self._write_parts(txn.path)
+        self._publish(txn)
+
+    def _write_parts(self, folder: Path) -> None:
+        """Write every part not yet on disk under ``folder`` (and reopen it mapped)."""
+        (folder / VECTORS_FOLDER).mkdir(exist_ok=True)
+        (folder / DOCS_FOLDER).mkdir(exist_ok=True)
+        for i, (p, d) in enumerate(zip(self.parts, self.doc_parts)):
+            if not (folder / VECTORS_FOLDER / p.name).exists():
+                self.parts[i] = p.write(folder / VECTORS_FOLDER)
+            if not (folder / DOCS_FOLDER / d.name).exists():
+                self.doc_parts[i] = d.write(folder / DOCS_FOLDER)
+
+    @contextlib.contextmanager
+    def _restored_on_failure(self) -> Iterator[None]:
+        saved = (list(self.parts), list(self.lives), list(self.doc_parts), dict(self.info))
+        try:
+            yield
+        except BaseException:
+            self.parts, self.lives, self.doc_parts, self.info = saved
+            self._invalidate()
+            raise
+
+    # ------------------------------------------------------------------ changes
+    def add(self, ids: Sequence[str], vectors: Any, documents: Sequence[Document] | None = None, *,
+            source: str | None = None) -> int:
+        """Add vectors for new ids as a new part; returns how many were added. On disk,
+        readers see them only once the part is written and published."""
+        vectors = _as_vectors(vectors, self.dim)
+        if not len(ids):
+            return 0
+        if self.store and documents is None:
+            raise ConfigError("this vector index stores text: give the documents of the added vectors")
+        clash = [i for i in ids if i in self.docstore]
+        if clash:
+            raise DuplicateIdError(f"{len(clash)} id(s) are already in the vector index, e.g. {clash[:3]}; "
+                                   "delete them first to replace their vectors")
+        part, docs = self._make_part(ids, vectors, documents if self.store else None)
+
+        def apply():
+            self.parts.append(part)
+            self.doc_parts.append(docs)
+            self.lives.append(None)
+            if source is not None:
+                self.info["source"] = source
+            self._invalidate()
+
+        if self.path is None:
+            apply()
+        else:
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+                apply()
+                self._write_parts(self.path)
+                self._publish(txn)
+        return len(ids)
+
+    def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
+        """Mark documents deleted (tombstones); returns how many were deleted."""
+        doc_ids = list(doc_ids)
+        store = self.docstore
+        unknown = [d for d in doc_ids if d not in store]
+        if unknown and not missing_ok:
+            raise UnknownIdError(f"cannot delete {len(unknown)} unknown document id(s), e.g. {unknown[:3]}")
+        targets = sorted({store.locate(d) for d in doc_ids if d in store})
+        if not targets and source is None:
+            return 0
+
+        def apply():
+            bases = self.bases
+            copied: set[int] = set()
+            for g in targets:
+                s = int(np.searchsorted(bases, g, side="right") - 1)
+                if s not in copied:  # never mutate a bitmap a reader (or a rollback) may hold
+                    self.lives[s] = (np.ones(self.parts[s].n_docs, dtype=bool) if self.lives[s] is None
+                                     else np.array(self.lives[s], dtype=bool))
+                    copied.add(s)
+                self.lives[s][g - int(bases[s])] = False
+            if source is not None:
+                self.info["source"] = source
+            self._invalidate()
+
+        if self.path is None:
+            apply()
+        else:
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+                apply()
+                self._publish(txn)
+        return len(targets)
+
+    def merge(self) -> "VectorIndex":
+        """Compact every part into one without the deleted documents."""
+        if len(self.parts) <= 1 and self.live is None:
+            return self
+        live = self.live
+        keep = np.flatnonzero(live) if live is not None else np.arange(self.total_docs)
+        name = f"part-{uuid.uuid4().hex[:16]}"
+
+        def apply(folder: Path | None):
+            part = VectorPart(name, self.vectors_of(keep))
+            docs = merge_parts(self.doc_parts, self.lives, name, None if folder is None else folder / DOCS_FOLDER)
+            self.parts, self.doc_parts, self.lives = [part], [docs], [None]
+            self._invalidate()
+
+        if self.path is None:
+            apply(None)
+            return self
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            (self.path / DOCS_FOLDER).mkdir(exist_ok=True)
+            apply(self.path)
+            self._write_parts(self.path)
+            self._publish(txn)
+        return self
+
+    def save(self, path: str | Path) -> "VectorIndex":
+        """Write this index to ``path`` (a new or empty folder); returns it opened from there."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"{path} exists and is not empty; choose a new folder")
+        copy = VectorIndex(list(self.parts), [None if lv is None else np.array(lv) for lv in self.lives],
+                           list(self.doc_parts), self.model, self.dim, model_spec=self.model_spec,
+                           info={"store": self.store, "source": self.source})
+        _create_index_folder(path, copy._write_new)
+        return VectorIndex.open(path)
+
+    # ------------------------------------------------------------------ persistence
+    def _publish(self, txn: lifecycle.Transaction) -> None:
+        path, gen = txn.path, txn.generation
+        (path / "deletes").mkdir(exist_ok=True)
+        files: list[str] = []
+        entries = []
+        for part, docs, lv in zip(self.parts, self.doc_parts, self.lives):
+            entry: dict[str, Any] = {"name": part.name, "n_docs": part.n_docs, "sha256": part.content_hash(),
+                                     "docs": docs.name}
+            files.append(f"{VECTORS_FOLDER}/{part.name}")
+            if lv is not None:
+                name = f"deletes/del-{gen:08d}-{part.name}.npy"
+                tmp = tmp_sibling(path / name)
+                entry["deletes_sha256"] = save_array(tmp, np.asarray(lv, dtype=bool))
+                os.replace(tmp, path / name)
+                entry["deletes"] = name
+                files.append(name)
+            entries.append(entry)
+        fsync_dir(path / "deletes")
+        docstore_entry, doc_files = docstore_manifest(self.doc_parts, self.store)
+        payload = {"model": self.model, "model_spec": self.model_spec, "dim": self.dim, "metric": "ip",
+                   "store": self.store, "source": self.source, "parts": entries, "documents": len(self)}
+        manifest = txn.publish(FORMAT, FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
+                               docstore=docstore_entry)
+        self.path, self.generation = path, gen
+        self.info["manifest"] = manifest
+
+    @classmethod
+    def open(cls, path: str | Path, mmap: bool = True) -> "VectorIndex":
+        """Open the current generation (vectors memory-mapped)."""
+        return lifecycle.open_snapshot(Path(path), lambda snapshot: cls.from_snapshot(snapshot, mmap=mmap))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: lifecycle.Snapshot, mmap: bool = True) -> "VectorIndex":
+        snapshot.require(FORMAT, FORMAT_VERSION)
+        path = snapshot.path
+        try:
+            payload = snapshot.payload
+            dim = int(payload["dim"])
+            parts, lives = [], []
+            for entry in payload["parts"]:
+                part = VectorPart.load(path / VECTORS_FOLDER / entry["name"], mmap)
+                if part.n_docs != entry["n_docs"] or part.dim != dim or part._sha != entry["sha256"]:
+                    raise CorruptIndexError(f"{path}: vector part {entry['name']} does not match the manifest "
+                                            f"({part.n_docs}x{part.dim}, expected {entry['n_docs']}x{dim})")
+                parts.append(part)
+                lv = None
+                if entry.get("deletes"):
+                    lv = np.load(path / entry["deletes"], allow_pickle=False)
+                    if lv.shape != (part.n_docs,):
+                        raise CorruptIndexError(f"{path}: tombstones of {entry['name']} have the wrong length")
+                lives.append(lv)
+            doc_parts = load_parts(path, snapshot.docstore, mmap)
+            if [d.name for d in doc_parts] != [e["docs"] for e in payload["parts"]]:
+                raise CorruptIndexError(f"{path}: the document store does not match the vector parts")
+            info = {"store": payload.get("store", False), "source": payload.get("source"),
+                    "manifest": dict(snapshot.manifest)}
+            index = cls(parts, lives, doc_parts, payload["model"], dim, model_spec=payload.get("model_spec", ""),
+                        path=path, generation=snapshot.generation, info=info)
+        except (CorruptIndexError, DimensionMismatchError):
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise CorruptIndexError(f"cannot read vector index {path}: {exc}; rebuild it") from exc
+        index._mmap = mmap
+        if snapshot.identity:
+            index._cache["identity"] = snapshot.identity
+        return index
+
+    # ------------------------------------------------------------------ presentation
+    def size_on_disk(self) -> int | None:
+        manifest = self.info.get("manifest")
+        if self.path is None or manifest is None:
+            return None
+        return lifecycle.folder_size(self.path, [lifecycle.CURRENT, lifecycle.manifest_name(self.generation),
+                                                 *manifest["files"]])
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": None if self.path is None else str(self.path), "format": FORMAT,
+                "format_version": FORMAT_VERSION, "generation": self.generation, "documents": len(self),
+                "deleted": self.total_docs - len(self), "dim": self.dim, "model": self.model,
+                "model_spec": self.model_spec, "parts": len(self.parts), "store": self.store,
+                "size_on_disk_bytes": self.size_on_disk(), "identity": self.identity}
+
+    def __repr__(self) -> str:
+        where = "in memory" if self.path is None else f"{self.path.name!r} gen {self.generation}"
+        return f"<VectorIndex {where}: {len(self):,} docs x {self.dim}, model {self.model_spec or self.model}>"
+
+    def __reduce__(self):
+        if self.path is not None:
+            return _reopen, (str(self.path), self._mmap)
+        return _from_state, (self.parts, self.lives, self.doc_parts, self.model, self.dim, self.model_spec,
+                             {"store": self.store, "source": self.source})
+
+
+def _from_state(parts, lives, doc_parts, model, dim, model_spec, info) -> VectorIndex:
+    return VectorIndex(parts, lives, doc_parts, model, dim, model_spec=model_spec, info=info)
+
+
+def _create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], None]) -> None:
+    """Create a new index at ``path``: written beside it and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(path) as tmp:
+        with lifecycle.writing(tmp) as txn:
+            write(txn)
+        (tmp / lifecycle.LOCK).unlink(missing_ok=True)
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "VectorIndex", "VectorPart"]

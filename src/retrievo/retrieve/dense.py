@@ -1,0 +1,339 @@
+"""Dense retrieval: encode queries, exact inner-product search over a vector index.
+
+``dense`` works on either kind of index:
+
+* a :class:`~retrievo.index.vectors.VectorIndex` — searched as it is, with the model it
+  records (naming another model is a :class:`~retrievo.errors.ModelMismatchError`);
+* a lexical :class:`~retrievo.index.InvertedIndex` (the pipeline's default index) — its
+  stored documents are encoded once and the vectors cached, so ``retrievo eval DATA
+  --pipeline dense`` needs no extra step. The cache is a vector index beside the lexical
+  one (``<index>.dense/<model key>/``), or, for an index built in memory, under
+  ``$RETRIEVO_CACHE_DIR`` (default ``~/.cache/retrievo``; ``none`` turns it off) keyed by
+  the lexical index's content identity. The key is a hash of the encoder's identity
+  (weights and every output option), so a bf16 and an fp32 run never share vectors.
+  Encoding is resumable: an interrupted run continues from its last finished chunk.
+  When the lexical index changes (documents added or deleted), the cache follows it: the
+  new documents are encoded and added, the deleted ones tombstoned.
+
+Given rankings instead of queries, ``dense`` scores only the candidates (as BM25 does,
+see :mod:`retrievo.pipeline`): ``bm25 % 100 >> dense`` reranks BM25's top 100 by cosine.
+Ties are broken by ascending document id, as in every retriever here.
+
+A query may bring its own vector in ``Query.meta["vector"]`` (with the encoder identity
+in ``meta["vector_model"]``), which is how a feedback rewriter such as Rocchio hands a
+moved query vector to ``dense``; a vector from another model is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import ConfigError, EmptyQueryError, ModelMismatchError, UnknownIdError
+from retrievo.index.vectors import VectorIndex
+from retrievo.pipeline import Retriever, charge, spec_call
+from retrievo.resources import is_memory_name, resource_name
+from retrievo.retrieve.exact import score_numbers, search_blocks
+from retrievo.types import Queries, Rankings
+
+DEFAULT_K = 1000
+CACHE_ENV = "RETRIEVO_CACHE_DIR"
+VECTOR_META = "vector"
+VECTOR_MODEL_META = "vector_model"
+
+
+def default_threads() -> int:
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n, 64))
+
+
+def model_key(identity: str) -> str:
+    """Folder name of a model's cached vectors: short, filesystem-safe, identity-derived."""
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path | None:
+    """Where vectors of in-memory lexical indexes are cached (None: not cached on disk)."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "none", "off") else Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "retrievo"
+
+
+def cache_folder(lexical: Any, identity: str) -> Path | None:
+    """The vector-index folder caching ``lexical``'s documents encoded by ``identity``."""
+    if getattr(lexical, "path", None) is not None:
+        path = Path(lexical.path)
+        return path.parent / f"{path.name}.dense" / model_key(identity)
+    root = cache_root()
+    if root is None:
+        return None
+    return root / "dense" / str(lexical.identity)[:24] / model_key(identity)
+
+
+class _StoreTexts(Sequence):
+    """Texts of given global document numbers, read from a document store on demand, so
+    a large collection is never held in memory while it is encoded."""
+
+    def __init__(self, store, numbers: np.ndarray):
+        self.store, self.numbers = store, numbers
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.store.document_at(int(self.numbers[i])).contents
+
+
+def _live_numbers(index: Any) -> np.ndarray:
+    live = index.live
+    return np.arange(index.total_docs, dtype=np.int64) if live is None else np.flatnonzero(live)
+
+
+_MEMORY: dict[tuple[str, str], VectorIndex] = {}
+_LOCK = threading.Lock()
+
+
+def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorIndex:
+    """The vector index of ``lexical``'s live documents under ``encoder``, built, reused
+    or brought up to date (see the module docstring)."""
+    identity = encoder.identity()
+    folder = cache_folder(lexical, identity)
+    if folder is None:
+        key = (str(lexical.identity), identity)
+        with _LOCK:
+            hit = _MEMORY.get(key)
+        if hit is None:
+            numbers = _live_numbers(lexical)
+            texts = _StoreTexts(lexical.docstore, numbers)
+            vectors = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+            hit = VectorIndex.build(lexical.doc_ids[numbers].tolist(), vectors, model=identity,
+                                    model_spec=encoder_spec(encoder), source=str(lexical.identity))
+            with _LOCK:
+                _MEMORY[key] = hit
+        return hit
+    from retrievo.index import lifecycle
+
+    if lifecycle.is_index(folder):
+        vindex = VectorIndex.open(folder)
+        vindex.check_model(identity)
+        if vindex.source != str(lexical.identity):
+            _sync(vindex, lexical, encoder, progress)
+        return vindex
+    numbers = _live_numbers(lexical)
+    work = folder.with_name(folder.name + ".encoding")
+    vectors = encoder.encode_to_file(_StoreTexts(lexical.docstore, numbers), work, progress=progress)
+    try:
+        vindex = VectorIndex.build(lexical.doc_ids[numbers].tolist(), vectors, folder, model=identity,
+                                   model_spec=encoder_spec(encoder), source=str(lexical.identity))
+    except OSError:
+        if not lifecycle.is_index(folder):  # another process published it first: use theirs
+            raise
+        vindex = VectorIndex.open(folder)
+        vindex.check_model(identity)
+    del vectors
+    shutil.rmtree(work, ignore_errors=True)
+    return vindex
+
+
+def _sync(vindex: VectorIndex, lexical: Any, encoder: Any, progress: bool) -> None:
+    """Make ``vindex`` hold exactly ``lexical``'s live ids: encode and add the new ones,
+    tombstone the removed ones, and record the lexical identity it now matches."""
+    numbers = _live_numbers(lexical)
+    lex_ids = lexical.doc_ids[numbers].tolist()
+    have = vindex.docstore.id_map()
+    new = [(n, d) for n, d in zip(numbers.tolist(), lex_ids) if d not in have]
+    gone = sorted(set(have) - set(lex_ids))
+    source = str(lexical.identity)
+    if new:
+        texts = _StoreTexts(lexical.docstore, np.asarray([n for n, _ in new], dtype=np.int64))
+        vectors = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+        vindex.add([d for _, d in new], vectors, source=source if not gone else None)
+    vindex.delete(gone, source=source)
+
+
+def encoder_spec(encoder: Any) -> str:
+    """A model spec that loads the same encoder again (name, revision, resolved options)."""
+    from retrievo.models import ModelSpec
+
+    options = {k: v for k, v in encoder.output_options().items() if v != ""}
+    return str(ModelSpec(encoder.spec.name, encoder.spec.revision, options))
+
+
+@dataclass(eq=False)
+class Dense(Retriever):
+    """Exact dense retrieval (inner product; cosine for normalised encoders such as the
+    default all-MiniLM-L6-v2). Takes queries (retrieval) or rankings (scores the
+    candidates only)."""
+
+    index: Any
+    model: str | None = None
+    dtype: str | None = None
+    k: int = DEFAULT_K
+    threads: int | None = None
+    batch_size: int | None = None
+    progress: bool = True
+    _state: dict[str, Any] = field(default_factory=dict, repr=False)
+    name = "dense"
+    takes = (Queries, Rankings)
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        from retrievo.index.inverted import InvertedIndex
+
+        if not isinstance(self.index, (VectorIndex, InvertedIndex)):
+            raise ConfigError(f"dense needs a VectorIndex or an InvertedIndex with stored documents, "
+                              f"got {type(self.index).__name__}")
+        self._vectors()  # encode (or open the cache) now, so the first batch's timing is only search
+
+    @classmethod
+    def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "Dense":
+        """Registry factory: ``dense(index='sf.idx', model=...)``, or the context's index."""
+        index = index if index is not None else ctx.get("index")
+        if index is None:
+            raise ConfigError("the dense stage needs an index: name one (dense(index='sf.idx')), build one with "
+                              "`retrievo index`, or pass ctx={'index': ...}")
+        return cls(index, **options)
+
+    # resources ---------------------------------------------------------------------------
+    def encoder(self):
+        """The shared encoder this stage uses (loaded on first use)."""
+        if "encoder" not in self._state:
+            from retrievo.models.encoder import load_encoder
+
+            options: dict[str, Any] = {}
+            if self.dtype is not None:
+                options["dtype"] = self.dtype
+            if self.batch_size is not None:
+                options["batch_size"] = self.batch_size
+            model = self.model
+            if model is None and isinstance(self.index, VectorIndex) and self.index.model_spec:
+                model = self.index.model_spec
+            self._state["encoder"] = load_encoder(model, **options)
+        return self._state["encoder"]
+
+    def _vectors(self) -> VectorIndex:
+        key = (id(self.index), getattr(self.index, "version", 0))
+        if self._state.get("key") != key:
+            encoder = self.encoder()
+            if isinstance(self.index, VectorIndex):
+                self.index.check_model(encoder.identity())
+                vindex = self.index
+            else:
+                vindex = vectors_for(self.index, encoder, progress=self.progress)
+            vindex.check_dim(encoder.dim)
+            self._state.update(key=key, vindex=vindex)
+        return self._state["vindex"]
+
+    @property
+    def models(self) -> list[str]:
+        """Model identities (for protocols)."""
+        return [self.encoder().identity()]
+
+    # search --------------------------------------------------------------------------------
+    def query_vectors(self, queries: Queries) -> np.ndarray:
+        """One vector per query: the vector a rewriter attached (``meta["vector"]``), else
+        the encoded text."""
+        encoder = self.encoder()
+        out = np.empty((len(queries), encoder.dim), dtype=np.float32)
+        to_encode: list[int] = []
+        for i, q in enumerate(queries):
+            vec = q.meta.get(VECTOR_META) if q.meta else None
+            if vec is not None:
+                model = q.meta.get(VECTOR_MODEL_META)
+                if model is not None and model != encoder.identity():
+                    raise ModelMismatchError(f"query {q.qid!r} carries a vector from model {model}, but dense "
+                                             f"searches with {encoder.identity()}")
+                vec = np.asarray(vec, dtype=np.float32)
+                self._vectors().check_dim(vec.shape[-1])
+                out[i] = vec
+            else:
+                if not q.text or not q.text.strip():
+                    raise EmptyQueryError(f"query {q.qid!r} is empty; give it some text")
+                to_encode.append(i)
+        if to_encode:
+            out[to_encode] = encoder.encode_queries([queries.texts[i] for i in to_encode])
+            charge(calls=1, forward_passes=-(-len(to_encode) // encoder.batch_size))
+        return out
+
+    def transform(self, inp: Queries | Rankings) -> Rankings:
+        if isinstance(inp, Rankings):
+            return self._score_candidates(inp)
+        queries = inp
+        vindex = self._vectors()
+        if not len(queries):
+            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+        qv = self.query_vectors(queries)
+        threads = max(1, min(self.threads or default_threads(), len(queries)))
+        docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, vindex.live, vindex.id_rank,
+                                             vindex.by_rank, self.k, threads)
+        k = docs.shape[1]
+        mask = np.arange(k)[None, :] < counts[:, None]
+        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Rankings(queries, vindex.doc_ids[docs[mask]], scores[mask], offsets)
+
+    def _score_candidates(self, rankings: Rankings) -> Rankings:
+        """Inner products of each query with its candidates, sorted like a retrieval
+        (score descending, ties by ascending id)."""
+        vindex = self._vectors()
+        queries = rankings.queries
+        if not len(queries):
+            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+        qv = self.query_vectors(queries)
+        id_map = vindex.docstore.id_map()
+        id_rank = vindex.id_rank
+        lists = []
+        for qi, ranked in enumerate(rankings):
+            cand_ids = ranked.doc_ids.tolist()
+            try:
+                numbers = np.fromiter((id_map[d] for d in cand_ids), dtype=np.int64, count=len(cand_ids))
+            except KeyError as exc:
+                raise UnknownIdError(f"dense cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
+                                     "it is not in the vector index") from None
+            scores = score_numbers(qv[qi], vindex.vectors_of(numbers))
+            order = np.lexsort((id_rank[numbers], -scores))
+            lists.append((ranked.doc_ids[order], scores[order]))
+        return Rankings.from_lists(queries, lists)
+
+    # identity ----------------------------------------------------------------------------
+    def with_cutoff(self, k: int) -> "Dense":
+        if k >= self.k:
+            return self
+        clone = copy.copy(self)  # shares _state: the encoder and vectors are not loaded again
+        clone.k = k
+        return clone
+
+    def spec(self, resources: bool = True) -> str:
+        params: dict[str, Any] = {}
+        for key in ("model", "dtype", "threads", "batch_size"):
+            if getattr(self, key) is not None:
+                params[key] = getattr(self, key)
+        if resources:
+            params["index"] = resource_name(self.index, "index")
+        spec = spec_call("dense", params)
+        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+
+    def resources(self) -> dict[str, Any]:
+        name = resource_name(self.index, "index")
+        return {name: self.index} if is_memory_name(name) else {}
+
+
+__all__ = ["DEFAULT_K", "Dense", "cache_folder", "cache_root", "encoder_spec", "model_key", "vectors_for"]
