@@ -280,6 +280,11 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("k", "int", 1000, "results per query", min=1),
             Option("threads", "int", None, "search threads (default: all cores)", min=1),
             Option("batch_size", "int", None, "texts per encoder forward pass (default 32)", min=1),
+            Option("codes", "choice", None, "candidates from compressed codes in RAM, rescored with the full "
+                   "vectors: int8 (4x smaller) or binary sign bits (32x smaller, Hamming)",
+                   choices=("none", "int8", "binary")),
+            Option("rescore", "int", 10, "with codes: rescore the top k x rescore candidates exactly "
+                   "(0: rank by the codes alone)", min=0),
             _INDEX,
         ),
         takes=("queries", "rankings"),

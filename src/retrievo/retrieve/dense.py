@@ -15,6 +15,10 @@
   When the lexical index changes (documents added or deleted), the cache follows it: the
   new documents are encoded and added, the deleted ones tombstoned.
 
+``codes=int8`` or ``codes=binary`` generate candidates from compressed codes kept in RAM
+and rescore the top ``k × rescore`` with the full (memory-mapped) vectors, see
+:mod:`retrievo.retrieve.quantized`; ``rescore=0`` ranks by the codes alone.
+
 Given rankings instead of queries, ``dense`` scores only the candidates (as BM25 does,
 see :mod:`retrievo.pipeline`): ``bm25 % 100 >> dense`` reranks BM25's top 100 by cosine.
 Ties are broken by ascending document id, as in every retriever here.
@@ -43,6 +47,7 @@ from retrievo.index.vectors import VectorIndex
 from retrievo.pipeline import Retriever, charge, spec_call
 from retrievo.resources import is_memory_name, resource_name
 from retrievo.retrieve.exact import score_numbers, search_blocks
+from retrievo.retrieve.quantized import CODES, Codes, search_codes
 from retrievo.types import Queries, Rankings
 
 DEFAULT_K = 1000
@@ -184,6 +189,8 @@ class Dense(Retriever):
     k: int = DEFAULT_K
     threads: int | None = None
     batch_size: int | None = None
+    codes: str | None = None
+    rescore: int = 10
     progress: bool = True
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "dense"
@@ -196,6 +203,12 @@ class Dense(Retriever):
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.codes == "none":
+            self.codes = None
+        if self.codes is not None and self.codes not in CODES:
+            raise ConfigError(f"codes must be none or one of {', '.join(CODES)}, got {self.codes!r}")
+        if self.rescore < 0:
+            raise ConfigError(f"rescore must be >= 0, got {self.rescore}")
         from retrievo.index.inverted import InvertedIndex
 
         if not isinstance(self.index, (VectorIndex, InvertedIndex)):
@@ -239,7 +252,9 @@ class Dense(Retriever):
             else:
                 vindex = vectors_for(self.index, encoder, progress=self.progress)
             vindex.check_dim(encoder.dim)
-            self._state.update(key=key, vindex=vindex)
+            self._state.update(key=key, vindex=vindex, codes=None)
+            if self.codes is not None:  # derived from the vectors once per index generation
+                self._state["codes"] = Codes.build(self.codes, vindex.blocks(), vindex.dim)
         return self._state["vindex"]
 
     @property
@@ -282,8 +297,11 @@ class Dense(Retriever):
             return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
         qv = self.query_vectors(queries)
         threads = max(1, min(self.threads or default_threads(), len(queries)))
-        docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, vindex.live, vindex.id_rank,
-                                             vindex.by_rank, self.k, threads)
+        if self.codes is not None:
+            docs, scores, counts = search_codes(self._state["codes"], qv, vindex, self.k, self.rescore, threads)
+        else:
+            docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, vindex.live,
+                                                 vindex.id_rank, vindex.by_rank, self.k, threads)
         k = docs.shape[1]
         mask = np.arange(k)[None, :] < counts[:, None]
         offsets = np.zeros(len(queries) + 1, dtype=np.int64)
@@ -314,7 +332,11 @@ class Dense(Retriever):
         return Rankings.from_lists(queries, lists)
 
     # identity ----------------------------------------------------------------------------
-    def with_cutoff(self, k: int) -> "Dense":
+    def with_cutoff(self, k: int) -> "Dense | None":
+        if self.codes is not None:
+            # the candidate depth is k x rescore: pushing a cut-off in would change which
+            # candidates are rescored, so (s % k)(q) would differ from s(q).cut(k)
+            return None
         if k >= self.k:
             return self
         clone = copy.copy(self)  # shares _state: the encoder and vectors are not loaded again
@@ -323,13 +345,17 @@ class Dense(Retriever):
 
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
-        for key in ("model", "dtype", "threads", "batch_size"):
+        for key in ("model", "dtype", "threads", "batch_size", "codes"):
             if getattr(self, key) is not None:
                 params[key] = getattr(self, key)
+        if self.codes is not None and self.rescore != 10:
+            params["rescore"] = self.rescore
+        if self.codes is not None and self.k != DEFAULT_K:
+            params["k"] = self.k  # not a cut-off: it sets the candidate depth (see with_cutoff)
         if resources:
             params["index"] = resource_name(self.index, "index")
         spec = spec_call("dense", params)
-        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+        return spec if self.k == DEFAULT_K or self.codes is not None else f"{spec} % {self.k}"
 
     def resources(self) -> dict[str, Any]:
         name = resource_name(self.index, "index")

@@ -125,17 +125,23 @@ def blas_threads(threads: int | None):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
+def inner_product(queries: np.ndarray, block: np.ndarray) -> np.ndarray:
+    return queries @ block.T
+
+
 def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | None, id_rank: np.ndarray,
-                  by_rank: np.ndarray, k: int, threads: int = 1,
-                  block_docs: int = BLOCK_DOCS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  by_rank: np.ndarray, k: int, threads: int = 1, block_docs: int = BLOCK_DOCS,
+                  scorer=inner_product) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` by inner product for each query row.
 
     ``blocks`` yields ``(first global number, float32 vectors)``; ``live`` masks deleted
     documents; ``id_rank``/``by_rank`` give the tie-break order. Returns ``(doc numbers
     [Q,k], scores [Q,k], counts [Q])`` — fewer than ``k`` when the index holds fewer live
-    documents.
+    documents. ``scorer(queries, block)`` gives the float32 ``[Q, block]`` scores (higher
+    is better): the inner product by default; compressed codes bring their own (see
+    :mod:`retrievo.retrieve.quantized`), and the queries are then in the codes' form.
     """
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    queries = np.ascontiguousarray(queries)
     n_q = queries.shape[0]
     k = max(0, min(int(k), n_docs))
     out_docs = np.zeros((n_q, k), dtype=np.int32)
@@ -156,7 +162,7 @@ def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | N
             for base, vectors in blocks:
                 for b0 in range(0, vectors.shape[0], block_docs):
                     block = vectors[b0:b0 + block_docs]
-                    scores = qg @ block.T
+                    scores = np.ascontiguousarray(scorer(qg, block), dtype=np.float32)
                     if chunks > 1:
                         _select_parallel(chunks, scores, base + b0, live_arr, use_live, id_rank, k, heaps, cnt)
                     else:
@@ -173,4 +179,4 @@ def score_numbers(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return (np.asarray(query, dtype=np.float32)[None, :] @ np.asarray(vectors, dtype=np.float32).T)[0]
 
 
-__all__ = ["BLOCK_DOCS", "blas_threads", "score_numbers", "search_blocks"]
+__all__ = ["BLOCK_DOCS", "blas_threads", "inner_product", "score_numbers", "search_blocks"]

@@ -1,0 +1,141 @@
+"""Compressed codes for candidate generation, rescored with the full vectors.
+
+Two codes, both derived from a :class:`~retrievo.index.vectors.VectorIndex`'s float32
+vectors (which stay the ground truth):
+
+* ``int8`` — scalar quantisation per dimension, symmetric around 0: ``c = round(x / s)``
+  with ``s_d = max|x_d| / 127`` over the collection, so a document costs ``dim`` bytes
+  (4× smaller than float32) and ``q · x ≈ (q ⊙ s) · c``. Enough to rank almost exactly.
+* ``binary`` — the sign of each dimension packed into bits (``dim / 8`` bytes, 32×
+  smaller), searched by Hamming distance to the query's sign bits, as in binary
+  embedding-based retrieval (BEBR): far cheaper and far cruder, so the top ``k × rescore``
+  candidates are rescored with the exact inner product.
+
+Rescoring reads only the candidates' full vectors. With the vector index memory-mapped,
+that is the bi-granular arrangement: compact codes in RAM for every document, float
+vectors on disk touched for a few hundred documents per query. Final scores are the
+exact inner products and ties break by ascending id, as in exact search, so with a large
+enough ``rescore`` factor the ranking equals the exact one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from retrievo.errors import ConfigError
+from retrievo.retrieve.exact import score_numbers, search_blocks
+
+CODES = ("int8", "binary")
+ENCODE_BLOCK = 65536
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _popcount64(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _neg_hamming(queries, codes, out):
+    """``out[q, j] = -popcount(queries[q] XOR codes[j])`` over uint64 words."""
+    n_q, words = queries.shape
+    n = codes.shape[0]
+    for j in prange(n):
+        for q in range(n_q):
+            d = np.uint64(0)
+            for w in range(words):
+                d += _popcount64(queries[q, w] ^ codes[j, w])
+            out[q, j] = -np.float32(d)
+
+
+def pack_signs(vectors: np.ndarray) -> np.ndarray:
+    """Sign bits (``x > 0``) packed into uint64 words, zero-padded to a multiple of 64."""
+    vectors = np.asarray(vectors)
+    dim = vectors.shape[1]
+    padded = -(-dim // 64) * 64
+    bits = np.zeros((vectors.shape[0], padded), dtype=bool)
+    bits[:, :dim] = vectors > 0
+    return np.ascontiguousarray(np.packbits(bits, axis=1).view(np.uint64))
+
+
+@dataclass
+class Codes:
+    """Compressed copies of every vector of an index (global document order)."""
+
+    kind: str
+    data: np.ndarray  # int8 [n, dim] or uint64 [n, words]
+    scale: np.ndarray | None = None  # int8: per-dimension scale
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + (0 if self.scale is None else self.scale.nbytes))
+
+    @classmethod
+    def build(cls, kind: str, blocks, dim: int) -> "Codes":
+        """Codes of the vectors ``blocks`` yields (read block by block, so a memory-mapped
+        index is streamed once, never loaded whole)."""
+        if kind not in CODES:
+            raise ConfigError(f"codes must be one of {', '.join(CODES)}, got {kind!r}")
+        blocks = list(blocks)
+        if kind == "binary":
+            parts = [pack_signs(v[a:a + ENCODE_BLOCK]) for _, v in blocks for a in range(0, len(v), ENCODE_BLOCK)]
+            words = -(-dim // 64)
+            data = np.concatenate(parts) if parts else np.empty((0, words), np.uint64)
+            return cls(kind, np.ascontiguousarray(data))
+        peak = np.zeros(dim, dtype=np.float32)
+        for _, v in blocks:
+            for a in range(0, len(v), ENCODE_BLOCK):
+                np.maximum(peak, np.abs(np.asarray(v[a:a + ENCODE_BLOCK])).max(axis=0), out=peak)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        parts = [np.clip(np.rint(np.asarray(v[a:a + ENCODE_BLOCK]) / scale), -127, 127).astype(np.int8)
+                 for _, v in blocks for a in range(0, len(v), ENCODE_BLOCK)]
+        data = np.concatenate(parts) if parts else np.empty((0, dim), np.int8)
+        return cls(kind, np.ascontiguousarray(data), scale)
+
+    def prepare(self, queries: np.ndarray) -> np.ndarray:
+        """Queries in the form :meth:`score` takes."""
+        if self.kind == "binary":
+            return pack_signs(queries)
+        return np.ascontiguousarray(queries * self.scale[None, :], dtype=np.float32)
+
+    def score(self, queries: np.ndarray, block: np.ndarray) -> np.ndarray:
+        if self.kind == "binary":
+            out = np.empty((queries.shape[0], block.shape[0]), dtype=np.float32)
+            _neg_hamming(queries, block, out)
+            return out
+        return queries @ block.astype(np.float32).T
+
+
+def search_codes(codes: Codes, queries: np.ndarray, vindex, k: int, rescore: int, threads: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top ``k × rescore`` candidates by the codes, then the top ``k`` of those by the
+    exact inner product with the full vectors. Same return shape as
+    :func:`retrievo.retrieve.exact.search_blocks`; ``rescore=0`` returns the code scores
+    themselves (no full vector is read)."""
+    n_docs = vindex.total_docs
+    depth = min(n_docs, k * max(rescore, 1))
+    cand, cscores, counts = search_blocks(codes.prepare(queries), [(0, codes.data)], n_docs, vindex.live,
+                                          vindex.id_rank, vindex.by_rank, depth, threads, scorer=codes.score)
+    if rescore == 0:
+        return cand[:, :k], cscores[:, :k], np.minimum(counts, k)
+    kk = min(k, depth)
+    out_docs = np.zeros((len(queries), kk), dtype=np.int32)
+    out_scores = np.zeros((len(queries), kk), dtype=np.float32)
+    out_counts = np.zeros(len(queries), dtype=np.int64)
+    id_rank = vindex.id_rank
+    for q in range(len(queries)):
+        numbers = cand[q, :counts[q]].astype(np.int64)
+        exact = score_numbers(queries[q], vindex.vectors_of(numbers))
+        order = np.lexsort((id_rank[numbers], -exact))[:kk]
+        out_docs[q, :len(order)] = numbers[order]
+        out_scores[q, :len(order)] = exact[order]
+        out_counts[q] = len(order)
+    return out_docs, out_scores, out_counts
+
+
+__all__ = ["CODES", "Codes", "pack_signs", "search_codes"]
