@@ -348,3 +348,21 @@ def test_dense_stage_with_codes(small_index):
         np.testing.assert_array_equal(out[0].doc_ids, ref[0].doc_ids[:5])
         cut = (stage % 2)(queries)  # a cut-off after codes never changes the candidates
         np.testing.assert_array_equal(cut.doc_ids, out.cut(2).doc_ids)
+
+
+# ------------------------------------------------------------------------------ Rocchio
+def test_rocchio_moves_the_query_vector(small_index, encoder):
+    queries = Queries.of({"a": "how do I catch an exception", "b": "list comprehension syntax"})
+    first = parse("dense % 3", {"index": small_index})(queries)
+    rewritten = parse("rocchio(fb_docs=3, beta=0.5)", {"index": small_index})(first)
+    assert rewritten.ids == queries.ids and rewritten.texts == queries.texts
+    vindex = parse("dense", {"index": small_index})._vectors()
+    expected = encoder.encode_queries([queries.texts[0]])[0] + 0.5 * vindex.vectors(first[0].doc_ids).mean(axis=0)
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(rewritten[0].meta["vector"], expected, atol=1e-5)
+    assert rewritten[0].meta["vector_model"] == encoder.identity()
+    pipeline = parse("dense % 3 >> rocchio >> dense % 5", {"index": small_index})
+    out = pipeline(queries)
+    assert [len(r) for r in out] == [5, 5] and out[0].scores[0] > 0
+    with pytest.raises(ConfigError):
+        parse("rocchio(alpha=0, beta=0)", {"index": small_index})

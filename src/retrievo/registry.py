@@ -289,6 +289,21 @@ BUILTIN: tuple[StageEntry, ...] = (
         ),
         takes=("queries", "rankings"),
     ),
+    StageEntry(
+        "rocchio", "retrievo.rewrite.rocchio:Rocchio.from_options",
+        "Rocchio feedback for dense queries: rankings -> query vector alpha*q + beta*mean(top fb_docs); "
+        "use as dense % 10 >> rocchio >> dense",
+        "rewriter",
+        (
+            Option("fb_docs", "int", 10, "feedback documents (top of the ranking)", min=1),
+            Option("alpha", "float", 1.0, "weight of the original query vector", min=0),
+            Option("beta", "float", 0.5, "weight of the feedback documents' mean vector", min=0),
+            Option("model", "model", None, "encoder (default: as the dense stage)"),
+            _INDEX,
+        ),
+        takes=("rankings",),
+        example="dense % 10 >> rocchio >> dense",
+    ),
     StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
                (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True,
                example="rrf(bm25 % 100, bm25(method=bm25l) % 100)"),
