@@ -373,3 +373,19 @@ def test_reprs_fit_on_a_screen(index):
         f"… +{len(ranked) - 3})")
     assert len(repr(index)) < 120 and "InvertedIndex" in repr(index)
     assert repr(QUERIES).startswith("Queries(3: ")
+
+
+def test_composites_report_the_models_of_their_parts(index):
+    from retrievo.evaluate.protocol import stage_models
+
+    class Scored(Reranker):
+        name = "scored"
+        models = ["org/model@abc123"]
+
+        def transform(self, inp):
+            return inp
+
+    p = BM25(index, k=5) >> Scored() >> Scored()
+    assert stage_models(p) == ["org/model@abc123"]
+    assert stage_models(fuse_two := (BM25(index) + (BM25(index, k=5) >> Scored()))) == ["org/model@abc123"]
+    assert stage_models(BM25(index)) == [] and fuse_two.rebuildable() is False

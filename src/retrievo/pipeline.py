@@ -340,8 +340,31 @@ def check_composable(first: Stage, second: Stage) -> None:
             f"but {b!r} takes {_names(second.takes)}")
 
 
+class _Composite:
+    """What a stage made of stages (``Then``, ``Fuse``) derives from its parts."""
+
+    stages: tuple[Stage, ...]
+
+    def resources(self) -> dict[str, Any]:
+        return {k: v for s in self.stages for k, v in s.resources().items()}
+
+    def rebuildable(self) -> bool:
+        return all(s.rebuildable() for s in self.stages)
+
+    @property
+    def models(self) -> list[Any]:
+        """Identities of the models the parts use, each once (for protocols; BM25 has none)."""
+        out: list[Any] = []
+        for s in self.stages:
+            models = getattr(s, "models", None)
+            if models is None or callable(models) or isinstance(models, (str, bytes)):
+                continue
+            out.extend(m for m in models if m not in out)
+        return out
+
+
 @dataclass(frozen=True, eq=False)
-class Then(Stage):
+class Then(_Composite, Stage):
     """Run stages in sequence; each gets the previous one's output."""
 
     stages: tuple[Stage, ...]
@@ -401,19 +424,13 @@ class Then(Stage):
                 parts.append(f"({text})" if isinstance(s, Fuse) and s.method == "sum" else text)
         return " >> ".join(parts)
 
-    def resources(self) -> dict[str, Any]:
-        return {k: v for s in self.stages for k, v in s.resources().items()}
-
-    def rebuildable(self) -> bool:
-        return all(s.rebuildable() for s in self.stages)
-
 
 FUSION_METHODS = ("rrf", "sum", "max", "mnz")
 NORMALIZATIONS = ("none", "minmax")
 
 
 @dataclass(frozen=True, eq=False)
-class Fuse(Stage):
+class Fuse(_Composite, Stage):
     """Fuse the rankings of several stages run on the same input.
 
     ``rrf``: sum of ``w / (k + rank)`` (Cormack et al., 2009, ranks from 1);
@@ -488,12 +505,6 @@ class Fuse(Stage):
             params["normalize"] = self.normalize
         extra = "".join(f", {k}={_fmt_value(v) if not isinstance(v, str) else v}" for k, v in params.items())
         return f"{self.method}(" + ", ".join(s.spec(resources) for s in self.stages) + extra + ")"
-
-    def resources(self) -> dict[str, Any]:
-        return {k: v for s in self.stages for k, v in s.resources().items()}
-
-    def rebuildable(self) -> bool:
-        return all(s.rebuildable() for s in self.stages)
 
 
 def fuse(*stages: Stage, method: str = "rrf", k: int = 60, weights: Sequence[float] | None = None,
