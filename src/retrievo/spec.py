@@ -143,7 +143,11 @@ class _Parser:
     # low level ---------------------------------------------------------------------------
     def error(self, message: str, at: int | None = None) -> PipelineSpecError:
         pos = self.offset + (self.i if at is None else at)
-        return PipelineSpecError(f"pipeline spec {self.full!r}, at position {pos}: {message}")
+        shown = self.full
+        if len(shown) > 100:  # a long spec is quoted around the problem, not in full
+            lo = max(0, pos - 40)
+            shown = ("…" if lo else "") + shown[lo:lo + 80] + ("…" if lo + 80 < len(shown) else "")
+        return PipelineSpecError(f"pipeline spec {shown!r}, at position {pos}: {message}")
 
     def ws(self) -> None:
         while self.i < len(self.s) and self.s[self.i].isspace():
