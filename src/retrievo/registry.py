@@ -285,6 +285,13 @@ BUILTIN: tuple[StageEntry, ...] = (
                    choices=("none", "int8", "binary")),
             Option("rescore", "int", 10, "with codes: rescore the top k x rescore candidates exactly "
                    "(0: rank by the codes alone)", min=0),
+            Option("bigranular", "bool", False, "with codes: read the candidates' vectors from disk (pread) "
+                   "instead of the memory map, so only the codes stay resident"),
+            Option("search", "choice", "exact", "candidate search: exact, or hnsw graphs (usearch) stored with "
+                   "the vector index, rescored exactly", choices=("exact", "hnsw")),
+            Option("m", "int", 16, "hnsw: links per node (usearch connectivity)", min=1),
+            Option("ef_construction", "int", 128, "hnsw: candidate list while building", min=1),
+            Option("ef", "int", 64, "hnsw: candidate list while searching (at least k is used)", min=1),
             _INDEX,
         ),
         takes=("queries", "rankings"),
@@ -303,6 +310,24 @@ BUILTIN: tuple[StageEntry, ...] = (
         ),
         takes=("rankings",),
         example="dense % 10 >> rocchio >> dense",
+    ),
+    StageEntry(
+        "hybrid", "retrievo.retrieve.hybrid:hybrid_factory",
+        "BM25 + dense fusion with defaults chosen on SciFact train: sum(bm25 % 1000, dense % 1000, "
+        "weights=0.5/0.5, normalize=minmax); method=rrf uses k=1",
+        "retriever",
+        (
+            Option("method", "choice", "sum", "fusion: min-max normalised interpolation (sum) or rrf",
+                   choices=("sum", "rrf")),
+            Option("weight", "float", 0.5, "sum: weight of BM25 (dense gets 1 - weight)", min=0, max=1),
+            Option("k", "int", 1, "rrf: rank constant", min=0),
+            Option("depth", "int", 1000, "results of each branch that are fused", min=1),
+            Option("model", "model", None, "dense encoder (default: all-MiniLM-L6-v2)"),
+            Option("threads", "int", None, "search threads of both branches (default: all cores)", min=1),
+            _INDEX,
+        ),
+        takes=("queries",),
+        example="hybrid(depth=50)",
     ),
     StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
                (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True,

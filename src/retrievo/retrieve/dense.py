@@ -17,7 +17,13 @@
 
 ``codes=int8`` or ``codes=binary`` generate candidates from compressed codes kept in RAM
 and rescore the top ``k × rescore`` with the full (memory-mapped) vectors, see
-:mod:`retrievo.retrieve.quantized`; ``rescore=0`` ranks by the codes alone.
+:mod:`retrievo.retrieve.quantized`; ``rescore=0`` ranks by the codes alone. The codes are
+files of the vector index (written once, then read by every later process);
+``bigranular=true`` reads the candidates' vectors with plain reads instead of the memory
+map, so the resident set stays at the codes (corpora larger than RAM).
+
+``search=hnsw`` (with ``m``, ``ef_construction``, ``ef``) finds candidates in HNSW graphs
+stored with the vector index and scores them exactly, see :mod:`retrievo.retrieve.hnsw`.
 
 Given rankings instead of queries, ``dense`` scores only the candidates (as BM25 does,
 see :mod:`retrievo.pipeline`): ``bm25 % 100 >> dense`` reranks BM25's top 100 by cosine.
@@ -47,7 +53,7 @@ from retrievo.index.vectors import VectorIndex
 from retrievo.pipeline import Retriever, charge, spec_call
 from retrievo.resources import is_memory_name, resource_name
 from retrievo.retrieve.exact import score_numbers, search_blocks
-from retrievo.retrieve.quantized import CODES, Codes, search_codes
+from retrievo.retrieve.quantized import CODES, search_codes
 from retrievo.types import Queries, Rankings
 
 DEFAULT_K = 1000
@@ -191,6 +197,11 @@ class Dense(Retriever):
     batch_size: int | None = None
     codes: str | None = None
     rescore: int = 10
+    bigranular: bool = False
+    search: str = "exact"
+    m: int = 16
+    ef_construction: int = 128
+    ef: int = 64
     progress: bool = True
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "dense"
@@ -209,6 +220,15 @@ class Dense(Retriever):
             raise ConfigError(f"codes must be none or one of {', '.join(CODES)}, got {self.codes!r}")
         if self.rescore < 0:
             raise ConfigError(f"rescore must be >= 0, got {self.rescore}")
+        if self.bigranular and self.codes is None:
+            raise ConfigError("bigranular=true needs compact codes in RAM: add codes=binary or codes=int8")
+        if self.search not in ("exact", "hnsw"):
+            raise ConfigError(f"search must be exact or hnsw, got {self.search!r}")
+        if self.search == "hnsw" and self.codes is not None:
+            raise ConfigError("search=hnsw and codes are two different candidate generators; choose one")
+        for name in ("m", "ef_construction", "ef"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         from retrievo.index.inverted import InvertedIndex
 
         if not isinstance(self.index, (VectorIndex, InvertedIndex)):
@@ -252,10 +272,29 @@ class Dense(Retriever):
             else:
                 vindex = vectors_for(self.index, encoder, progress=self.progress)
             vindex.check_dim(encoder.dim)
-            self._state.update(key=key, vindex=vindex, codes=None)
-            if self.codes is not None:  # derived from the vectors once per index generation
-                self._state["codes"] = Codes.build(self.codes, vindex.blocks(), vindex.dim)
+            self._state.update(key=key, vindex=vindex, codes=None, graphs=None)
+            if self.codes is not None:  # stored with the index: computed once, then read
+                self._state["codes"] = [u.value() for u in self._derived(vindex, self.codes)]
+            if self.search == "hnsw":
+                from retrievo.index.derived import hnsw_kind
+
+                kind = hnsw_kind(self.m, self.ef_construction)
+                self._state["graphs"] = [u.value() for u in self._derived(vindex, kind)]
         return self._state["vindex"]
+
+    @staticmethod
+    def _derived(vindex: VectorIndex, kind: str) -> list:
+        """The index's ``kind`` units, built and published on first use; an index folder
+        this process may not write gets them in memory only (nothing is lost but time)."""
+        from retrievo.errors import IndexLockedError
+
+        try:
+            return vindex.ensure_derived(kind)
+        except (PermissionError, IndexLockedError):
+            from retrievo.index.derived import Unit, build_arrays
+
+            return [d[kind] if kind in d else Unit.in_memory(kind, p.n_docs, build_arrays(kind, np.asarray(p.vectors)))
+                    for p, d in zip(vindex.parts, vindex.derived)]
 
     @property
     def models(self) -> list[str]:
@@ -298,7 +337,12 @@ class Dense(Retriever):
         qv = self.query_vectors(queries)
         threads = max(1, min(self.threads or default_threads(), len(queries)))
         if self.codes is not None:
-            docs, scores, counts = search_codes(self._state["codes"], qv, vindex, self.k, self.rescore, threads)
+            docs, scores, counts = search_codes(self._state["codes"], qv, vindex, self.k, self.rescore, threads,
+                                                read="pread" if self.bigranular else "mmap")
+        elif self.search == "hnsw":
+            from retrievo.retrieve.hnsw import search_hnsw
+
+            docs, scores, counts = search_hnsw(self._state["graphs"], qv, vindex, self.k, self.ef, threads)
         else:
             docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, vindex.live,
                                                  vindex.id_rank, vindex.by_rank, self.k, threads)
@@ -333,9 +377,9 @@ class Dense(Retriever):
 
     # identity ----------------------------------------------------------------------------
     def with_cutoff(self, k: int) -> "Dense | None":
-        if self.codes is not None:
-            # the candidate depth is k x rescore: pushing a cut-off in would change which
-            # candidates are rescored, so (s % k)(q) would differ from s(q).cut(k)
+        if self.codes is not None or self.search == "hnsw":
+            # the candidate depth is k x rescore (or the k graph neighbours): pushing a
+            # cut-off in would change the candidates, so (s % k)(q) would differ from s(q).cut(k)
             return None
         if k >= self.k:
             return self
@@ -350,12 +394,20 @@ class Dense(Retriever):
                 params[key] = getattr(self, key)
         if self.codes is not None and self.rescore != 10:
             params["rescore"] = self.rescore
-        if self.codes is not None and self.k != DEFAULT_K:
+        if self.bigranular:
+            params["bigranular"] = True
+        if self.search == "hnsw":
+            params["search"] = "hnsw"
+            for key, default in (("m", 16), ("ef_construction", 128), ("ef", 64)):
+                if getattr(self, key) != default:
+                    params[key] = getattr(self, key)
+        approximate = self.codes is not None or self.search == "hnsw"
+        if approximate and self.k != DEFAULT_K:
             params["k"] = self.k  # not a cut-off: it sets the candidate depth (see with_cutoff)
         if resources:
             params["index"] = resource_name(self.index, "index")
         spec = spec_call("dense", params)
-        return spec if self.k == DEFAULT_K or self.codes is not None else f"{spec} % {self.k}"
+        return spec if self.k == DEFAULT_K or approximate else f"{spec} % {self.k}"
 
     def resources(self) -> dict[str, Any]:
         name = resource_name(self.index, "index")

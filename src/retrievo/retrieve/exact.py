@@ -139,7 +139,9 @@ def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | N
     [Q,k], scores [Q,k], counts [Q])`` — fewer than ``k`` when the index holds fewer live
     documents. ``scorer(queries, block)`` gives the float32 ``[Q, block]`` scores (higher
     is better): the inner product by default; compressed codes bring their own (see
-    :mod:`retrievo.retrieve.quantized`), and the queries are then in the codes' form.
+    :mod:`retrievo.retrieve.quantized`), and the queries are then in the codes' form. A
+    block may also be ``(base, data, scorer, queries)``: its own scorer and queries in its
+    own form (codes of parts quantised with different scales).
     """
     queries = np.ascontiguousarray(queries)
     n_q = queries.shape[0]
@@ -159,10 +161,12 @@ def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | N
             heaps = np.empty((len(qg), k), dtype=np.uint64)
             cnt = np.zeros(len(qg), dtype=np.int64)
             chunks = max(1, min(threads, len(qg)))
-            for base, vectors in blocks:
+            for item in blocks:
+                base, vectors = item[0], item[1]
+                score, qb = (item[2], item[3][g0:g0 + QUERY_GROUP]) if len(item) > 2 else (scorer, qg)
                 for b0 in range(0, vectors.shape[0], block_docs):
                     block = vectors[b0:b0 + block_docs]
-                    scores = np.ascontiguousarray(scorer(qg, block), dtype=np.float32)
+                    scores = np.ascontiguousarray(score(qb, block), dtype=np.float32)
                     if chunks > 1:
                         _select_parallel(chunks, scores, base + b0, live_arr, use_live, id_rank, k, heaps, cnt)
                     else:

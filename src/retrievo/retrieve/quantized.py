@@ -16,10 +16,17 @@ that is the bi-granular arrangement: compact codes in RAM for every document, fl
 vectors on disk touched for a few hundred documents per query. Final scores are the
 exact inner products and ties break by ascending id, as in exact search, so with a large
 enough ``rescore`` factor the ranking equals the exact one.
+
+An index on disk stores the codes as files of its life cycle, one unit per vector part
+(:mod:`retrievo.index.derived`): written at build/add/merge, checked by ``retrievo check``,
+read into RAM on first use. ``read="pread"`` fetches the candidates' vectors with plain
+reads rather than through the memory map — the bi-granular mode (``dense(codes=binary,
+bigranular=true)``), whose resident set is the codes plus one query's candidates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,16 +118,25 @@ class Codes:
         return queries @ block.astype(np.float32).T
 
 
-def search_codes(codes: Codes, queries: np.ndarray, vindex, k: int, rescore: int, threads: int = 1
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def search_codes(codes: "Codes | Sequence[Codes]", queries: np.ndarray, vindex, k: int, rescore: int,
+                 threads: int = 1, read: str = "mmap") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``k × rescore`` candidates by the codes, then the top ``k`` of those by the
     exact inner product with the full vectors. Same return shape as
     :func:`retrievo.retrieve.exact.search_blocks`; ``rescore=0`` returns the code scores
-    themselves (no full vector is read)."""
+    themselves (no full vector is read).
+
+    ``codes`` is one :class:`Codes` over the whole index or one per vector part (as the
+    index stores them, each int8 part with its own scale). ``read`` says how candidates'
+    vectors are fetched: ``mmap`` through the memory map (fastest; the pages stay mapped)
+    or ``pread`` (bi-granular: only those rows are copied into memory, see
+    :meth:`retrievo.index.vectors.VectorIndex.read_rows`)."""
     n_docs = vindex.total_docs
     depth = min(n_docs, k * max(rescore, 1))
-    cand, cscores, counts = search_blocks(codes.prepare(queries), [(0, codes.data)], n_docs, vindex.live,
-                                          vindex.id_rank, vindex.by_rank, depth, threads, scorer=codes.score)
+    parts = [codes] if isinstance(codes, Codes) else list(codes)
+    bases = [0] if isinstance(codes, Codes) else vindex.bases[:-1].tolist()
+    blocks = [(int(b), c.data, c.score, c.prepare(queries)) for b, c in zip(bases, parts)]
+    cand, cscores, counts = search_blocks(queries, blocks, n_docs, vindex.live,
+                                          vindex.id_rank, vindex.by_rank, depth, threads)
     if rescore == 0:
         return cand[:, :k], cscores[:, :k], np.minimum(counts, k)
     kk = min(k, depth)
@@ -130,7 +146,8 @@ def search_codes(codes: Codes, queries: np.ndarray, vindex, k: int, rescore: int
     id_rank = vindex.id_rank
     for q in range(len(queries)):
         numbers = cand[q, :counts[q]].astype(np.int64)
-        exact = score_numbers(queries[q], vindex.vectors_of(numbers))
+        rows = vindex.read_rows(numbers) if read == "pread" else vindex.vectors_of(numbers)
+        exact = score_numbers(queries[q], rows)
         order = np.lexsort((id_rank[numbers], -exact))[:kk]
         out_docs[q, :len(order)] = numbers[order]
         out_scores[q, :len(order)] = exact[order]
