@@ -59,6 +59,13 @@ def test_codes_are_index_files_on_the_life_cycle(tmp_path, monkeypatch):
             d, s, _ = search_codes(codes, q, again, 10, rescore=31, read=read)
             np.testing.assert_array_equal(d, exact[0])
             np.testing.assert_allclose(s, exact[1], atol=1e-6)
+    many = _unit_vectors(40, 64, 11)  # more queries than one bi-granular group
+    codes = [u.value() for u in again.units("binary")]
+    got = search_codes(codes, many, again, 7, rescore=3, read="pread")
+    ref = search_codes(codes, many, again, 7, rescore=3, read="mmap")
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_allclose(got[1], ref[1], atol=1e-6)  # (BLAS may round rows read in another order)
+    np.testing.assert_array_equal(got[2], ref[2])
     again.merge()
     merged = VectorIndex.open(path)
     assert len(merged.parts) == 1 and [len(u.value().data) for u in merged.units("binary")] == [300]

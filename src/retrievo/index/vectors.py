@@ -305,13 +305,16 @@ class VectorIndex:
         memory map, so only these rows become resident (see :meth:`VectorPart.read_rows`):
         the bi-granular rescoring path."""
         numbers = np.asarray(numbers, dtype=np.int64)
-        out = np.empty((len(numbers), self.dim), dtype=np.float32)
         if not len(numbers):
-            return out
+            return np.empty((0, self.dim), dtype=np.float32)
+        bases = self.bases
+        first = int(np.searchsorted(bases, numbers[0], side="right") - 1)
+        if numbers[-1] < bases[first + 1] and bool((numbers[1:] >= numbers[:-1]).all()):
+            return self.parts[first].read_rows(numbers - bases[first])  # one part, ascending: no reorder copy
         order = np.argsort(numbers, kind="stable")
         ordered = numbers[order]
-        bases = self.bases
         which = np.searchsorted(bases, ordered, side="right") - 1
+        out = np.empty((len(numbers), self.dim), dtype=np.float32)
         rows = np.empty_like(out)
         for p in np.unique(which).tolist():
             sel = which == p

@@ -33,10 +33,12 @@ import numpy as np
 from numba import njit, prange
 
 from retrievo.errors import ConfigError
-from retrievo.retrieve.exact import score_numbers, search_blocks
+from retrievo.retrieve.exact import BLOCK_DOCS, score_numbers, search_blocks
 
 CODES = ("int8", "binary")
 ENCODE_BLOCK = 65536
+PREAD_GROUP = 16  # bi-granular: queries answered together (bounds the batch working memory)
+PREAD_BLOCK = 4096  # bi-granular: codes scored per block
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -130,13 +132,23 @@ def search_codes(codes: "Codes | Sequence[Codes]", queries: np.ndarray, vindex, 
     vectors are fetched: ``mmap`` through the memory map (fastest; the pages stay mapped)
     or ``pread`` (bi-granular: only those rows are copied into memory, see
     :meth:`retrievo.index.vectors.VectorIndex.read_rows`)."""
+    if read == "pread" and len(queries) > PREAD_GROUP:
+        # bi-granular: answer a few queries at a time, so the candidate heaps and score
+        # blocks (batch-sized working memory) stay small next to the codes
+        chunks = [search_codes(codes, queries[i:i + PREAD_GROUP], vindex, k, rescore, threads, read)
+                  for i in range(0, len(queries), PREAD_GROUP)]
+        width = max(c[0].shape[1] for c in chunks)
+        pad = [(np.pad(d, ((0, 0), (0, width - d.shape[1]))), np.pad(s, ((0, 0), (0, width - s.shape[1]))), c)
+               for d, s, c in chunks]
+        return (np.concatenate([p[0] for p in pad]), np.concatenate([p[1] for p in pad]),
+                np.concatenate([p[2] for p in pad]))
     n_docs = vindex.total_docs
     depth = min(n_docs, k * max(rescore, 1))
     parts = [codes] if isinstance(codes, Codes) else list(codes)
     bases = [0] if isinstance(codes, Codes) else vindex.bases[:-1].tolist()
     blocks = [(int(b), c.data, c.score, c.prepare(queries)) for b, c in zip(bases, parts)]
-    cand, cscores, counts = search_blocks(queries, blocks, n_docs, vindex.live,
-                                          vindex.id_rank, vindex.by_rank, depth, threads)
+    cand, cscores, counts = search_blocks(queries, blocks, n_docs, vindex.live, vindex.id_rank, vindex.by_rank,
+                                          depth, threads, block_docs=PREAD_BLOCK if read == "pread" else BLOCK_DOCS)
     if rescore == 0:
         return cand[:, :k], cscores[:, :k], np.minimum(counts, k)
     kk = min(k, depth)
@@ -146,6 +158,8 @@ def search_codes(codes: "Codes | Sequence[Codes]", queries: np.ndarray, vindex, 
     id_rank = vindex.id_rank
     for q in range(len(queries)):
         numbers = cand[q, :counts[q]].astype(np.int64)
+        if read == "pread":
+            numbers.sort()  # file order: one read per run of rows, and no reordering copy
         rows = vindex.read_rows(numbers) if read == "pread" else vindex.vectors_of(numbers)
         exact = score_numbers(queries[q], rows)
         order = np.lexsort((id_rank[numbers], -exact))[:kk]
