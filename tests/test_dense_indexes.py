@@ -224,3 +224,15 @@ def test_scifact_hybrid_beats_both_branches(shared_data):
     queries, qrels = data.queries("test"), data.qrels("test")
     score = evaluate(parse("hybrid", {"index": lex})(queries).drop_self_hits(), qrels, ["nDCG@10"])["nDCG@10"]
     assert score > 0.6789 + 0.03 and abs(score - 0.7320) <= 0.003, score
+
+
+def test_vector_parts_with_a_plain_digest_still_verify(tmp_path):
+    """Vector parts first recorded their sha256 as one string: they still open and check."""
+    path = tmp_path / "v.idx"
+    VectorIndex.build(["a", "b"], _unit_vectors(2, 8, 0), path, model="m")
+    meta_path = next((path / "vectors").iterdir()) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["sha256"] = meta["sha256"]["vectors.npy"]
+    meta_path.write_text(json.dumps(meta))
+    assert verify_index(path).ok
+    VectorIndex.open(path).verify()

@@ -110,6 +110,8 @@ def unit_problems(folder: Path, rel: str, full: bool) -> list[str]:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         sizes, hashes = meta["files"], meta["sha256"]
+        if isinstance(hashes, str) and isinstance(sizes, dict) and len(sizes) == 1:
+            hashes = {next(iter(sizes)): hashes}  # vector parts written before per-file digests
         if not isinstance(sizes, dict) or not isinstance(hashes, dict):
             raise TypeError("files/sha256 are not mappings")
     except FileNotFoundError:
