@@ -19,6 +19,18 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_fixture"
 if str(PLUGIN_DIR) not in sys.path:
     sys.path.insert(0, str(PLUGIN_DIR))
 
+# Encoded corpora and exported models go to a cache folder shared by the whole test session
+# (so SciFact is encoded once per run), never to the user's ~/.cache: a test run starts cold
+# and leaves nothing behind. Set RETRIEVO_CACHE_DIR to reuse a cache on purpose.
+if not os.environ.get("RETRIEVO_CACHE_DIR"):
+    import atexit
+    import shutil
+    import tempfile
+
+    _CACHE = tempfile.mkdtemp(prefix="retrievo-test-cache-")
+    os.environ["RETRIEVO_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
 
 def shared_data_path() -> Path:
     """``$RETRIEVO_SHARED_DATA`` or ``<repo>/../shared/data``."""
