@@ -261,6 +261,11 @@ def test_bm25_pickles_after_a_search(index, disk_index):
         first = stage(QUERIES)
         clone = pickle.loads(pickle.dumps(stage))
         same(clone(QUERIES), first)
+        del clone
+        import gc
+
+        gc.collect()
+        same(parse(str(stage))(QUERIES), first)  # the name still resolves once the clone is gone
 
 
 def _run_spec_in_worker(payload: bytes) -> bytes:
@@ -389,3 +394,24 @@ def test_composites_report_the_models_of_their_parts(index):
     assert stage_models(p) == ["org/model@abc123"]
     assert stage_models(fuse_two := (BM25(index) + (BM25(index, k=5) >> Scored()))) == ["org/model@abc123"]
     assert stage_models(BM25(index)) == [] and fuse_two.rebuildable() is False
+
+
+def test_the_lazy_default_index_reaches_factories_that_copy_the_context(index):
+    from retrievo import workflows
+
+    made = []
+
+    def make():
+        made.append(1)
+        return index
+
+    reg = Registry()
+    reg.add(StageEntry("bm25", BM25.from_options, "", "retriever", REGISTRY.entry("bm25").options))
+    reg.add(StageEntry("copying", lambda ctx: parse("bm25 % 5", dict(ctx), reg), "", "retriever", ()))
+    ctx = workflows.LazyContext(make)
+    assert "index" in ctx and not made  # listed, not built
+    stage = parse("copying", ctx, reg)
+    assert stage(QUERIES).lengths.tolist() == [5, 5, 5] and made == [1]
+    named = workflows.LazyContext(lambda: pytest.fail("built although the spec names its index"))
+    memory_name = list(BM25(index).resources())[0]
+    assert parse(f"bm25(index='{memory_name}') % 5", named, reg).index is index

@@ -69,8 +69,14 @@ def _register_locked(name: str, obj: Any) -> None:
 
 
 def register_memory(name: str, obj: Any) -> None:
-    """Make ``obj`` available under ``name`` in this process (used when unpickling)."""
+    """Make ``obj`` available under ``name`` in this process (used when unpickling).
+
+    A name that already resolves here keeps its object: unpickling a pipeline in the
+    process that pickled it then shares the live index instead of replacing it with a
+    copy (which would vanish, with the name, once the copy is collected)."""
     with _lock:
+        if _by_name.get(name) is not None or name in _strong:
+            return
         _register_locked(name, obj)
 
 

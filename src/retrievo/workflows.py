@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,32 +93,34 @@ def load_index(source: str | Path | None, *, progress: bool = False, analyzer: s
     return build_index(source, None, analyzer=analyzer, progress=progress)
 
 
-class LazyContext(dict):
-    """Build context whose default index is made only if a stage asks for it: a spec
-    that names its own index (``bm25(index='sf.idx')``) never pays for indexing the data."""
+class LazyContext(Mapping):
+    """Build context whose default index is made only when a stage reads it: a spec that
+    names its own index (``bm25(index='sf.idx')``) never pays for indexing the data.
+
+    A read-only mapping: ``"index"`` is always a key, and reading it (``ctx["index"]``,
+    ``ctx.get("index")``, ``dict(ctx)``) opens or builds the index once."""
 
     def __init__(self, index_factory, **items: Any):
-        super().__init__(**items)
+        self._items = dict(items)
         self._factory = index_factory
 
-    def _fill(self) -> None:
-        if "index" not in self.keys() and self._factory is not None:
-            super().__setitem__("index", self._factory())
-            self._factory = None
-
     def __getitem__(self, key):
-        if key == "index":
-            self._fill()
-        return super().__getitem__(key)
+        if key == "index" and "index" not in self._items:
+            self._items["index"] = self._factory()
+        return self._items[key]
 
-    def get(self, key, default=None):
-        if key == "index":
-            self._fill()
-        return super().get(key, default)
+    def __iter__(self):
+        return iter({**self._items, "index": None})
+
+    def __contains__(self, key) -> bool:  # without building the index
+        return key == "index" or key in self._items
+
+    def __len__(self) -> int:
+        return len({**self._items, "index": None})
 
     def made_index(self) -> Any:
         """The default index if a stage asked for it, else None."""
-        return super().get("index")
+        return self._items.get("index")
 
 
 def check_pipeline(spec: str | Stage | PipelineSpec) -> str | Stage | PipelineSpec:

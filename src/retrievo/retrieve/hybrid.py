@@ -58,9 +58,9 @@ def hybrid_factory(ctx: Mapping[str, Any], index: Any = None, **options: Any):
     context's index)."""
     from retrievo.pipeline import parse
 
-    context = dict(ctx)
-    if index is not None:
-        context["index"] = index
+    # only the index is needed: copying the whole context would also make a lazily
+    # built default index that a named index replaces
+    context = {"index": index if index is not None else ctx.get("index")}
     return parse(hybrid_spec(**options), context)
 
 
