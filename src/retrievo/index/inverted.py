@@ -36,7 +36,8 @@ from retrievo.errors import ConfigError, CorruptIndexError, UnknownIdError
 from retrievo.index import lifecycle
 from retrievo.index.atomic import disk_full_named, fsync_dir, hash_array, hash_bytes, save_array, tmp_sibling, \
     write_bytes_atomic
-from retrievo.index.docstore import DOCS_FOLDER, DocPart, DocStore, docstore_manifest, load_parts, merge_parts
+from retrievo.index.base import DocumentNumbering
+from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
 from retrievo.index.segment import Segment, merge_segments
 from retrievo.text import Analyzer, get_analyzer
@@ -69,7 +70,7 @@ def _megabytes(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-class InvertedIndex:
+class InvertedIndex(DocumentNumbering):
     """Term statistics and stored documents for lexical retrieval (BM25 and friends).
 
     Build with :meth:`build` (in memory, or on disk when given a path), reopen with
@@ -83,6 +84,10 @@ class InvertedIndex:
 
     FORMAT = FORMAT
     FORMAT_VERSION = FORMAT_VERSION
+    _KIND = "index"
+
+    def _units(self) -> Sequence[Segment]:
+        return self.segments
 
     def __init__(self, segments: Sequence[Segment], lives: Sequence[np.ndarray | None], terms: list[str],
                  analyzer: Analyzer, path: Path | None = None, generation: int = 0,
@@ -115,72 +120,9 @@ class InvertedIndex:
         return len(self.terms)
 
     @property
-    def store(self) -> bool:
-        """Whether document text is stored (``build(store=...)``)."""
-        return bool(self.info.get("store", True))
-
-    @property
-    def bases(self) -> np.ndarray:
-        """Global number of each segment's first document."""
-        sizes = [s.n_docs for s in self.segments]
-        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-
-    @property
-    def total_docs(self) -> int:
-        """Documents in the segments, deleted ones included (size of score buffers)."""
-        return int(sum(s.n_docs for s in self.segments))
-
-    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    @property
-    def docstore(self) -> DocStore:
-        """The stored documents of this snapshot (one object until the index changes)."""
-        where = f"index {self.path}" if self.path is not None else "this in-memory index"
-        return self._cached("docstore", lambda: DocStore(self.doc_parts, self.lives, has_text=self.store,
-                                                         where=where))
-
-    @property
-    def live(self) -> np.ndarray | None:
-        """Global bitmap of live documents, or None when nothing is deleted."""
-        def make():
-            if all(lv is None for lv in self.lives):
-                return None
-            return np.concatenate([np.ones(s.n_docs, bool) if lv is None else np.asarray(lv, bool)
-                                   for s, lv in zip(self.segments, self.lives)])
-        return self._cached("live", make)
-
-    @property
-    def doc_ids(self) -> np.ndarray:
-        """External id of every global document number (deleted ones included)."""
-        return self.docstore.ids
-
-    @property
     def doc_lengths(self) -> np.ndarray:
         return self._cached("doclen", lambda: np.concatenate([np.asarray(s.doclen) for s in self.segments])
                             if self.segments else np.empty(0, np.int32))
-
-    @property
-    def id_rank(self) -> np.ndarray:
-        """Position of each document's id in sorted id order: the deterministic tie-break
-        (Anserini breaks score ties by ascending document id)."""
-        def make():
-            order = np.argsort(self.doc_ids.astype(str), kind="stable")
-            rank = np.empty(len(order), dtype=np.int32)
-            rank[order] = np.arange(len(order), dtype=np.int32)
-            return rank
-        return self._cached("id_rank", make)
-
-    @property
-    def by_rank(self) -> np.ndarray:
-        """Global document number for each id rank (inverse of :attr:`id_rank`)."""
-        return self._cached("by_rank", lambda: np.argsort(self.id_rank).astype(np.int32))
-
-    def __len__(self) -> int:
-        live = self.live
-        return self.total_docs if live is None else int(live.sum())
 
     def document_frequencies(self) -> np.ndarray:
         """Live documents containing each term (deleted documents do not count)."""
@@ -230,33 +172,6 @@ class InvertedIndex:
 
     def _vocab_bytes(self) -> bytes:
         return "\n".join(self.terms).encode("utf-8")
-
-    # ------------------------------------------------------------------ lookups
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self.docstore
-
-    def _ids_to_global(self) -> dict[str, int]:
-        """Live id -> global document number for callers that look up many ids at once
-        (the document store's shared map; see :meth:`DocStore.id_map`)."""
-        return self.docstore.id_map()
-
-    def locate(self, doc_id: str) -> int:
-        """Global document number of a live document id (:class:`UnknownIdError` if none)."""
-        return self.docstore.locate(doc_id)
-
-    def document(self, doc_id: str) -> Document:
-        """The stored document (title, text, meta) for ``doc_id``; an index built with
-        ``store=False`` raises :class:`~retrievo.errors.ConfigError` (see the docstore)."""
-        return self.docstore.get(doc_id)
-
-    def documents(self, doc_ids: Iterable[str]) -> list[Document]:
-        """The stored documents of ``doc_ids`` in order; unknown ids raise one
-        :class:`UnknownIdError` naming them."""
-        return self.docstore.get_many(doc_ids)
-
-    def iter_documents(self) -> Iterator[Document]:
-        """Every live stored document, in index order."""
-        return self.docstore.iter_documents()
 
     def _live_id_set(self) -> set[str]:
         ids, live = self.doc_ids, self.live
@@ -366,10 +281,6 @@ class InvertedIndex:
             self._vocab = saved[4]
             self._invalidate()
             raise
-
-    def _invalidate(self) -> None:
-        self.version += 1
-        self._cache.clear()
 
     def _compact(self, folder: Path | None) -> None:
         """Replace all segments and document parts by one of each, without deleted documents."""

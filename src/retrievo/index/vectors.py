@@ -46,7 +46,8 @@ from retrievo.errors import ConfigError, CorruptIndexError, DimensionMismatchErr
 from retrievo.index import lifecycle
 from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array, tmp_sibling
 from retrievo.index.derived import Unit, build_arrays, check_kind, write_unit
-from retrievo.index.docstore import DOCS_FOLDER, DocPart, DocStore, docstore_manifest, load_parts, merge_parts
+from retrievo.index.base import DocumentNumbering
+from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.types import Document
 
 FORMAT = "retrievo-vectors"
@@ -165,7 +166,7 @@ def _as_vectors(vectors: Any, dim: int | None) -> np.ndarray:
     return arr
 
 
-class VectorIndex:
+class VectorIndex(DocumentNumbering):
     """Dense vectors with ids (and optionally text), their model's identity and dimension.
 
     Build with :meth:`build` (in memory, or on disk when given a path), reopen with
@@ -175,7 +176,13 @@ class VectorIndex:
 
     FORMAT = FORMAT
     FORMAT_VERSION = FORMAT_VERSION
+    _KIND = "vector index"
+    _STORE_DEFAULT = False
 
+    def _units(self) -> Sequence[VectorPart]:
+        return self.parts
+
+    # ------------------------------------------------------------------ derived views
     def __init__(self, parts: Sequence[VectorPart], lives: Sequence[np.ndarray | None], doc_parts: Sequence[DocPart],
                  model: str, dim: int, *, model_spec: str = "", path: Path | None = None, generation: int = 0,
                  info: dict[str, Any] | None = None, derived: Sequence[dict[str, Unit]] | None = None,
@@ -198,87 +205,11 @@ class VectorIndex:
         self._mmap = True
         self.version = 0
 
-    # ------------------------------------------------------------------ derived views
-    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    def _invalidate(self) -> None:
-        self.version += 1
-        self._cache.clear()
-
-    @property
-    def store(self) -> bool:
-        return bool(self.info.get("store", False))
-
     @property
     def source(self) -> str | None:
         """Identity of the collection the vectors were made from (e.g. the lexical index
         whose documents were encoded), so a cache can tell when it is stale."""
         return self.info.get("source")
-
-    @property
-    def docstore(self) -> DocStore:
-        where = f"vector index {self.path}" if self.path is not None else "this in-memory vector index"
-        return self._cached("docstore", lambda: DocStore(self.doc_parts, self.lives, has_text=self.store,
-                                                         where=where))
-
-    @property
-    def bases(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum([p.n_docs for p in self.parts], dtype=np.int64)]).astype(np.int64)
-
-    @property
-    def total_docs(self) -> int:
-        return int(sum(p.n_docs for p in self.parts))
-
-    @property
-    def live(self) -> np.ndarray | None:
-        """Global bitmap of live documents, or None when nothing is deleted."""
-        def make():
-            if all(lv is None for lv in self.lives):
-                return None
-            return np.concatenate([np.ones(p.n_docs, bool) if lv is None else np.asarray(lv, bool)
-                                   for p, lv in zip(self.parts, self.lives)])
-        return self._cached("live", make)
-
-    @property
-    def doc_ids(self) -> np.ndarray:
-        return self.docstore.ids
-
-    @property
-    def id_rank(self) -> np.ndarray:
-        """Position of each document id in sorted order: ties in score are broken by
-        ascending id, as BM25 (and Anserini) does, so results never depend on layout."""
-        def make():
-            order = np.argsort(self.doc_ids.astype(str), kind="stable")
-            rank = np.empty(len(order), dtype=np.int32)
-            rank[order] = np.arange(len(order), dtype=np.int32)
-            return rank
-        return self._cached("id_rank", make)
-
-    @property
-    def by_rank(self) -> np.ndarray:
-        return self._cached("by_rank", lambda: np.argsort(self.id_rank).astype(np.int32))
-
-    def __len__(self) -> int:
-        live = self.live
-        return self.total_docs if live is None else int(live.sum())
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self.docstore
-
-    def locate(self, doc_id: str) -> int:
-        return self.docstore.locate(doc_id)
-
-    def document(self, doc_id: str) -> Document:
-        return self.docstore.get(doc_id)
-
-    def documents(self, doc_ids: Iterable[str]) -> list[Document]:
-        return self.docstore.get_many(doc_ids)
-
-    def iter_documents(self) -> Iterator[Document]:
-        return self.docstore.iter_documents()
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(first global number, vectors)`` of each part, memory-mapped on disk."""

@@ -1,0 +1,140 @@
+"""What every index format shares about its documents: numbering, deletions, lookups.
+
+An index of any format is a list of immutable units (lexical segments, vector parts...)
+with their live bitmaps, paired one to one with the parts of the shared document store
+(:mod:`retrievo.index.docstore`). Global document numbers run over the units in order.
+Everything here is derived from that pairing — the global live bitmap, the id of each
+number, the id-order tie-break ranks every retriever uses, and lookups of stored
+documents — so each format writes only what is its own (postings, vectors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from retrievo.index.docstore import DocPart, DocStore
+from retrievo.types import Document
+
+
+class DocumentNumbering:
+    """Mixin of an index made of units paired with document-store parts.
+
+    Subclasses set ``lives``, ``doc_parts``, ``path``, ``info``, ``version`` and
+    ``_cache``, and say which units carry the documents (:meth:`_units`) and how to name
+    themselves in messages (``_KIND``).
+    """
+
+    _KIND = "index"
+    _STORE_DEFAULT = True
+    lives: list[np.ndarray | None]
+    doc_parts: list[DocPart]
+    info: dict[str, Any]
+    version: int
+    _cache: dict[str, Any]
+
+    def _units(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ cache
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _invalidate(self) -> None:
+        """Forget every derived view after a change (searchers compare ``version``)."""
+        self.version += 1
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ numbering
+    @property
+    def store(self) -> bool:
+        """Whether document text is stored (``build(store=...)``)."""
+        return bool(self.info.get("store", self._STORE_DEFAULT))
+
+    @property
+    def docstore(self) -> DocStore:
+        """The stored documents of this snapshot (one object until the index changes)."""
+        where = f"{self._KIND} {self.path}" if self.path is not None else f"this in-memory {self._KIND}"
+        return self._cached("docstore", lambda: DocStore(self.doc_parts, self.lives, has_text=self.store,
+                                                         where=where))
+
+    @property
+    def bases(self) -> np.ndarray:
+        """Global number of each unit's first document."""
+        sizes = [u.n_docs for u in self._units()]
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+    @property
+    def total_docs(self) -> int:
+        """Documents in the units, deleted ones included (size of score buffers)."""
+        return int(sum(u.n_docs for u in self._units()))
+
+    @property
+    def live(self) -> np.ndarray | None:
+        """Global bitmap of live documents, or None when nothing is deleted."""
+        def make():
+            if all(lv is None for lv in self.lives):
+                return None
+            return np.concatenate([np.ones(u.n_docs, bool) if lv is None else np.asarray(lv, bool)
+                                   for u, lv in zip(self._units(), self.lives)])
+        return self._cached("live", make)
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        """External id of every global document number (deleted ones included)."""
+        return self.docstore.ids
+
+    @property
+    def id_rank(self) -> np.ndarray:
+        """Position of each document's id in sorted id order: the deterministic tie-break
+        of every retriever (Anserini breaks score ties by ascending document id), so
+        results never depend on the index's layout."""
+        def make():
+            order = np.argsort(self.doc_ids.astype(str), kind="stable")
+            rank = np.empty(len(order), dtype=np.int32)
+            rank[order] = np.arange(len(order), dtype=np.int32)
+            return rank
+        return self._cached("id_rank", make)
+
+    @property
+    def by_rank(self) -> np.ndarray:
+        """Global document number for each id rank (inverse of :attr:`id_rank`)."""
+        return self._cached("by_rank", lambda: np.argsort(self.id_rank).astype(np.int32))
+
+    def __len__(self) -> int:
+        live = self.live
+        return self.total_docs if live is None else int(live.sum())
+
+    # ------------------------------------------------------------------ lookups
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.docstore
+
+    def _ids_to_global(self) -> dict[str, int]:
+        """Live id -> global document number for callers that look up many ids at once
+        (the document store's shared map; see :meth:`DocStore.id_map`)."""
+        return self.docstore.id_map()
+
+    def locate(self, doc_id: str) -> int:
+        """Global document number of a live document id (:class:`UnknownIdError` if none)."""
+        return self.docstore.locate(doc_id)
+
+    def document(self, doc_id: str) -> Document:
+        """The stored document (title, text, meta) for ``doc_id``; an index built with
+        ``store=False`` raises :class:`~retrievo.errors.ConfigError` (see the docstore)."""
+        return self.docstore.get(doc_id)
+
+    def documents(self, doc_ids: Iterable[str]) -> list[Document]:
+        """The stored documents of ``doc_ids`` in order; unknown ids raise one
+        :class:`UnknownIdError` naming them."""
+        return self.docstore.get_many(doc_ids)
+
+    def iter_documents(self) -> Iterator[Document]:
+        """Every live stored document, in index order."""
+        return self.docstore.iter_documents()
+
+
+__all__ = ["DocumentNumbering"]
