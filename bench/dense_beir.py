@@ -59,6 +59,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from bm25_beir import best_rate  # the same timing rule as the BM25 benchmark (this folder is on sys.path)
+
 METHODS = {
     "exact": "dense(threads={t}) % {k}",
     "hnsw": "dense(search=hnsw, k={k}, threads={t})",
@@ -74,21 +76,6 @@ def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def best_rate(fn, n_items: int, repeat: int, min_time: float = 0.5) -> tuple[float, object]:
-    """Best items/s over ``repeat`` samples, each repeating ``fn`` for >= ``min_time`` s."""
-    gc.collect()
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    inner = max(1, int(min_time / max(first, 1e-9)) + 1) if first < min_time else 1
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        gc.collect()
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return n_items / best, out
 
 
 def trim() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from retrievo.errors import UnknownIdError
+from retrievo.index import lifecycle
 from retrievo.index.docstore import DocPart, DocStore
 from retrievo.types import Document
 
@@ -135,6 +137,40 @@ class DocumentNumbering:
     def iter_documents(self) -> Iterator[Document]:
         """Every live stored document, in index order."""
         return self.docstore.iter_documents()
+
+    # ------------------------------------------------------------------ deletions
+    def _deletion_targets(self, doc_ids: Iterable[str], missing_ok: bool) -> list[int]:
+        """Global numbers of the live documents ``doc_ids`` names, sorted; unknown ids are
+        an :class:`UnknownIdError` unless ``missing_ok``."""
+        doc_ids = list(doc_ids)
+        store = self.docstore
+        unknown = [d for d in doc_ids if d not in store]
+        if unknown and not missing_ok:
+            raise UnknownIdError(f"cannot delete {len(unknown)} unknown document id(s), e.g. {unknown[:3]}")
+        return sorted({store.locate(d) for d in doc_ids if d in store})
+
+    def _tombstone(self, targets: Iterable[int]) -> None:
+        """Clear the live bits of global numbers ``targets``. Each touched bitmap is copied
+        first: a snapshot (or a rollback) may still hold the old one."""
+        bases, units = self.bases, self._units()
+        copied: set[int] = set()
+        for g in targets:
+            s = int(np.searchsorted(bases, g, side="right") - 1)
+            if s not in copied:
+                self.lives[s] = (np.ones(units[s].n_docs, dtype=bool) if self.lives[s] is None
+                                 else np.array(self.lives[s], dtype=bool))
+                copied.add(s)
+            self.lives[s][g - int(bases[s])] = False
+
+    # ------------------------------------------------------------------ presentation
+    def size_on_disk(self) -> int | None:
+        """Bytes of the files this generation uses (None in memory)."""
+        manifest = self.info.get("manifest")
+        if self.path is None or manifest is None:
+            return None
+        # not cached: publishing derived files (codes, graphs) changes it without a new change
+        return lifecycle.folder_size(self.path, [lifecycle.CURRENT, lifecycle.manifest_name(self.generation),
+                                                 *manifest["files"]])
 
 
 __all__ = ["DocumentNumbering"]

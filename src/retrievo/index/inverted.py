@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, CorruptIndexError, UnknownIdError
+from retrievo.errors import ConfigError, CorruptIndexError
 from retrievo.index import lifecycle
 from retrievo.index.atomic import disk_full_named, fsync_dir, hash_array, hash_bytes, save_array, tmp_sibling, \
     write_bytes_atomic
@@ -312,25 +312,12 @@ class InvertedIndex(DocumentNumbering):
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
-        doc_ids = list(doc_ids)
-        store = self.docstore
-        unknown = [d for d in doc_ids if d not in store]
-        if unknown and not missing_ok:
-            raise UnknownIdError(f"cannot delete {len(unknown)} unknown document id(s), e.g. {unknown[:3]}")
-        targets = sorted({store.locate(d) for d in doc_ids if d in store})
+        targets = self._deletion_targets(doc_ids, missing_ok)
         if not targets:
             return 0
 
         def apply():
-            bases = self.bases
-            copied: set[int] = set()
-            for g in targets:
-                s = int(np.searchsorted(bases, g, side="right") - 1)
-                if s not in copied:  # never mutate a bitmap a snapshot (or a rollback) may still hold
-                    self.lives[s] = (np.ones(self.segments[s].n_docs, dtype=bool) if self.lives[s] is None
-                                     else np.array(self.lives[s], dtype=bool))
-                    copied.add(s)
-                self.lives[s][g - int(bases[s])] = False
+            self._tombstone(targets)
             self._invalidate()
 
         if self.path is None:
@@ -463,14 +450,6 @@ class InvertedIndex(DocumentNumbering):
         return index
 
     # ------------------------------------------------------------------ presentation
-    def size_on_disk(self) -> int | None:
-        """Bytes of the files this generation uses (None in memory)."""
-        manifest = self.info.get("manifest")
-        if self.path is None or manifest is None:
-            return None
-        return self._cached("size", lambda: lifecycle.folder_size(
-            self.path, [lifecycle.CURRENT, lifecycle.manifest_name(self.generation), *manifest["files"]]))
-
     def describe(self) -> dict[str, Any]:
         """What ``retrievo info`` shows: counts, format, analyzer, size and identity."""
         return {

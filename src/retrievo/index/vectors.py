@@ -442,25 +442,12 @@ class VectorIndex(DocumentNumbering):
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
-        doc_ids = list(doc_ids)
-        store = self.docstore
-        unknown = [d for d in doc_ids if d not in store]
-        if unknown and not missing_ok:
-            raise UnknownIdError(f"cannot delete {len(unknown)} unknown document id(s), e.g. {unknown[:3]}")
-        targets = sorted({store.locate(d) for d in doc_ids if d in store})
+        targets = self._deletion_targets(doc_ids, missing_ok)
         if not targets and source is None:
             return 0
 
         def apply():
-            bases = self.bases
-            copied: set[int] = set()
-            for g in targets:
-                s = int(np.searchsorted(bases, g, side="right") - 1)
-                if s not in copied:  # never mutate a bitmap a reader (or a rollback) may hold
-                    self.lives[s] = (np.ones(self.parts[s].n_docs, dtype=bool) if self.lives[s] is None
-                                     else np.array(self.lives[s], dtype=bool))
-                    copied.add(s)
-                self.lives[s][g - int(bases[s])] = False
+            self._tombstone(targets)
             if source is not None:
                 self.info["source"] = source
             self._invalidate()
@@ -617,13 +604,6 @@ class VectorIndex(DocumentNumbering):
         return index
 
     # ------------------------------------------------------------------ presentation
-    def size_on_disk(self) -> int | None:
-        manifest = self.info.get("manifest")
-        if self.path is None or manifest is None:
-            return None
-        return lifecycle.folder_size(self.path, [lifecycle.CURRENT, lifecycle.manifest_name(self.generation),
-                                                 *manifest["files"]])
-
     def describe(self) -> dict[str, Any]:
         return {"path": None if self.path is None else str(self.path), "format": FORMAT,
                 "format_version": FORMAT_VERSION, "generation": self.generation, "documents": len(self),
