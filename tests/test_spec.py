@@ -415,3 +415,16 @@ def test_the_lazy_default_index_reaches_factories_that_copy_the_context(index):
     named = workflows.LazyContext(lambda: pytest.fail("built although the spec names its index"))
     memory_name = list(BM25(index).resources())[0]
     assert parse(f"bm25(index='{memory_name}') % 5", named, reg).index is index
+
+
+def test_pipelines_listing_of_one_stage_and_of_an_unknown_one():
+    from typer.testing import CliRunner
+
+    from retrievo.cli.main import app
+
+    out = CliRunner().invoke(app, ["pipelines", "rm3"])
+    assert out.exit_code == 0 and "fb_terms" in out.output and "bm25  [" not in out.output
+    listing = CliRunner().invoke(app, ["pipelines", "--json"])
+    assert {"bm25", "rm3", "rrf"} <= {e["name"] for e in __import__("json").loads(listing.output)}
+    out = CliRunner().invoke(app, ["pipelines", "bm26"])
+    assert out.exit_code == 2 and "did you mean 'bm25'" in out.output and "Traceback" not in out.output
