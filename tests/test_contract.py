@@ -62,7 +62,8 @@ def _input(stage: Stage, first_stage):
     if Queries in stage.takes or issubclass(Queries, stage.takes):
         return QUERIES
     if Rankings in stage.takes:
-        return first_stage
+        # rerankers (LLM ones run a model per candidate) get the top 5, enough for every promise
+        return first_stage.cut(5) if stage.kind == "reranker" else first_stage
     pytest.skip(f"no contract input for a stage taking {stage.takes}")
 
 

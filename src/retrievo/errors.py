@@ -132,7 +132,46 @@ class MissingExtraError(RetrievoError, ImportError):
     """An optional dependency (pandas, matplotlib) is needed; the message names the extra."""
 
 
+class LLMError(RetrievoError):
+    """Something went wrong talking to a language model (local or over HTTP)."""
+
+
+class CapabilityError(LLMError, NotImplementedError):
+    """A method needs what a backend does not offer (e.g. attention weights over HTTP);
+    the message names the capability and the backends that have it."""
+
+
+class ContextLengthError(LLMError, ValueError):
+    """A prompt does not fit the model's context even after the documents in it were
+    truncated as far as the method allows."""
+
+
+class LLMServerError(LLMError, ConnectionError):
+    """An LLM server is down, refused the request, or kept failing after the retries."""
+
+
+class LLMTimeoutError(LLMServerError, TimeoutError):
+    """An LLM server did not answer within the timeout (after the retries)."""
+
+
+class LLMResponseError(LLMError, ValueError):
+    """An LLM server answered with something that is not a valid response (malformed
+    JSON, missing fields, logprobs that were asked for and not given)."""
+
+
+class ModelNotFoundError(ConfigError, FileNotFoundError):
+    """A model name or path that resolves to nothing loadable (no such folder or file,
+    no such name offline, or a file whose checksum differs from the pinned one)."""
+
+
 __all__ = [
+    "LLMError",
+    "CapabilityError",
+    "ContextLengthError",
+    "LLMServerError",
+    "LLMTimeoutError",
+    "LLMResponseError",
+    "ModelNotFoundError",
     "RetrievoError",
     "DataFormatError",
     "MissingFieldError",

@@ -229,6 +229,15 @@ BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 _INDEX = Option("index", "index", help="index folder (default: the index the pipeline runs on)")
 
+#: options every LLM reranker, reader and rewriter shares
+_LLM_OPTIONS = (
+    Option("model", "model", "smollm2", "LLM: smollm2 (bundled), qwen2.5-coder-0.5b (opt-in, sha256-checked), "
+           "a Hugging Face name or path, a .gguf file, or http://host:port/v1?model=NAME"),
+    Option("cache", "str", "", "response cache file (SQLite); empty: $RETRIEVO_LLM_CACHE or none"),
+    Option("max_passage_tokens", "int", 128, "tokens each passage is truncated to in a prompt", min=1),
+    _INDEX,
+)
+
 _FUSION_OPTIONS = (
     Option("weights", "floats", help="one weight per fused stage, e.g. 1.0/0.5"),
     Option("normalize", "choice", None, "per-query score normalisation before fusing",
@@ -266,6 +275,90 @@ BUILTIN: tuple[StageEntry, ...] = (
         ),
         takes=("rankings",),
         example="bm25 >> rm3 >> bm25",
+    ),
+    # ---- rerankers (rerank/): every one reads document text from the index's store --------------
+    StageEntry(
+        "cross_encoder", "retrievo.rerank.cross_encoder:CrossEncoderReranker.from_options",
+        "cross-encoder reranker (sentence-transformers CrossEncoder, any model by name or path)",
+        "reranker",
+        (
+            Option("model", "model", "cross-encoder/ms-marco-MiniLM-L6-v2", "cross-encoder name or path"),
+            Option("batch_size", "int", 32, "query-passage pairs per forward pass", min=1),
+            Option("max_length", "int", 512, "tokens of query + passage (longer pairs are truncated)", min=8),
+            _INDEX,
+        ),
+        example="bm25 % 100 >> cross_encoder(model=cross-encoder/ms-marco-MiniLM-L6-v2)",
+    ),
+    StageEntry(
+        "pointwise", "retrievo.rerank.pointwise:Pointwise.from_options",
+        "pointwise relevance generation: score = log P(Yes) - log P(No) of the next token, one forward pass "
+        "per candidate",
+        "reranker",
+        (*_LLM_OPTIONS, Option("prompt", "str", "pointwise_yes_no", "prompt template: bundled name or .toml path"),
+         Option("yes", "str", "Yes", "the word that means relevant"),
+         Option("no", "str", "No", "the word that means not relevant")),
+        example="bm25 % 20 >> pointwise(model=smollm2)",
+    ),
+    StageEntry(
+        "upr", "retrievo.rerank.upr:QueryLikelihood.from_options",
+        "query likelihood (UPR): score = mean log P(query tokens | passage), teacher-forced, one forward pass "
+        "per candidate",
+        "reranker",
+        (*_LLM_OPTIONS, Option("prompt", "str", "upr_query_likelihood", "prompt template: bundled name or .toml path")),
+        example="bm25 % 20 >> upr(model=smollm2)",
+    ),
+    StageEntry(
+        "prp", "retrievo.rerank.prp:PRP.from_options",
+        "pairwise ranking prompting: 'which passage is more relevant?', each pair asked in both orders",
+        "reranker",
+        (*_LLM_OPTIONS,
+         Option("method", "choice", "sorting", "allpairs (n(n-1) prompts, win counts), sorting (heap sort of the "
+                "top_k) or sliding (bubble passes from the bottom)", choices=("allpairs", "sorting", "sliding")),
+         Option("top_k", "int", 10, "sorting / sliding: how many of the top places to settle", min=1),
+         Option("prompt", "str", "prp", "prompt template: bundled name or .toml path")),
+        example="bm25 % 20 >> prp(method=sorting, top_k=10)",
+    ),
+    StageEntry(
+        "rankgpt", "retrievo.rerank.rankgpt:RankGPT.from_options",
+        "listwise RankGPT: the LLM writes a permutation of a window of passages; windows slide from the back "
+        "to the front; permutations are repaired (missing, duplicate, invalid ids)",
+        "reranker",
+        (*_LLM_OPTIONS,
+         Option("window", "int", 20, "passages per prompt", min=2),
+         Option("stride", "int", 10, "how far the window moves up each step", min=1),
+         Option("prompt", "str", "rankgpt", "prompt template: bundled name or .toml path")),
+        example="bm25 % 20 >> rankgpt(window=20)",
+    ),
+    StageEntry(
+        "first", "retrievo.rerank.first:FIRST.from_options",
+        "FIRST single-token listwise reranking: orders a window by the logits of the first generated "
+        "identifier, one forward pass per window, no generation",
+        "reranker",
+        (*_LLM_OPTIONS,
+         Option("window", "int", 20, "passages per prompt", min=2),
+         Option("stride", "int", 10, "how far the window moves up each step", min=1),
+         Option("prompt", "str", "first", "prompt template: bundled name or .toml path")),
+        example="bm25 % 20 >> first(model=smollm2)",
+    ),
+    StageEntry(
+        "icr", "retrievo.rerank.icr:ICR.from_options",
+        "in-context reranking: relevance from the attention query tokens pay to each passage, calibrated by "
+        "a content-free query; two forward passes per query whatever the candidate count (local models only)",
+        "reranker",
+        (*_LLM_OPTIONS,
+         Option("calibrate", "bool", True, "subtract the attention paid under the content-free query 'N/A'"),
+         Option("prompt", "str", "icr", "prompt template: bundled name or .toml path")),
+        example="bm25 % 20 >> icr(model=smollm2)",
+    ),
+    StageEntry(
+        "full", "retrievo.rerank.full:FullRanking.from_options",
+        "full ranking: every candidate in one listwise prompt (passages shortened until the prompt fits the "
+        "context; never dropped)",
+        "reranker",
+        (*_LLM_OPTIONS,
+         Option("mode", "choice", "generate", "generate the permutation (RankGPT prompt) or read it from the "
+                "first identifier's logits (FIRST prompt)", choices=("generate", "first"))),
+        example="bm25 % 20 >> full(model=smollm2)",
     ),
     StageEntry(
         "dense", "retrievo.retrieve.dense:Dense.from_options",

@@ -1,0 +1,1 @@
+"""Rerankers: rankings in, rankings over the same candidates out (one method per module)."""
