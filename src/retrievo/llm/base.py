@@ -295,6 +295,24 @@ class LLM(ABC):
         self._charge(calls=1, prompt_tokens=scored.prompt_tokens, forward_passes=1)
         return scored.values
 
+    def context_attention(self, context: Sequence[str], queries: Sequence[str]) -> list[list[np.ndarray]]:
+        """Per-token attention that each query pays to a shared context, the way
+        in-context reranking reads it: the model's input is ``context`` (segments, e.g.
+        instruction + one per document) followed by ``queries[j]``; for every context
+        segment the result holds one value per token — attention weights from the query's
+        tokens, averaged over the query tokens, summed over heads and layers.
+
+        ``result[j][i]`` is the ``(n_tokens_i,)`` array for query ``j`` and segment ``i``.
+        The context is encoded once: the first query's forward pass keeps the context's
+        key/value cache and each further query runs only its own tokens against it, so
+        this costs exactly ``len(queries)`` forward passes. Not cached."""
+        self.require("segment_attention", method="context_attention()")
+        if not context or not queries:
+            raise ConfigError("context_attention needs at least one context segment and one query")
+        result, tokens = self._context_attention(list(context), list(queries))
+        self._charge(calls=len(queries), prompt_tokens=tokens, forward_passes=len(queries))
+        return result
+
     def chat_frame(self, system: str | None = None) -> tuple[str, str]:
         """The text a chat template puts before and after a user message's content
         (generation prompt included), so attention methods can place their segments
@@ -326,6 +344,9 @@ class LLM(ABC):
 
     def _segment_attention(self, segments: list[str], query_segment: int) -> Scored:
         raise CapabilityError(f"{type(self).__name__} does not implement segment_attention")
+
+    def _context_attention(self, context: list[str], queries: list[str]) -> tuple[list[list[np.ndarray]], int]:
+        raise CapabilityError(f"{type(self).__name__} does not implement context_attention")
 
     # ------------------------------------------------------------------ plumbing
     def _scored(self, what: str, prompts, candidates: list[str]) -> np.ndarray:
