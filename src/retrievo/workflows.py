@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrievo.data import (BeirDataset, IrDataset, PydocCorpus, load_ir_dataset, open_collection, read_queries,
-                           write_run)
+from retrievo.data import (BeirDataset, IrDataset, PydocCorpus, is_beir_dir, load_ir_dataset, open_collection,
+                           read_queries, write_run)
 from retrievo.errors import ConfigError, DataFormatError, EmptyQueryError, EvaluationError
 from retrievo.evaluate import DEFAULT_METRICS, Experiment, ExperimentResult, aggregate, evaluate
 from retrievo.evaluate.protocol import Protocol, dataset_identity, file_identity, rankings_depth, stage_models
@@ -373,6 +373,56 @@ def describe_index(path: str | Path) -> dict[str, Any]:
             "segments": len(idx.segments), "generation": idx.generation, "format": FORMAT_VERSION,
             "analyzer": idx.analyzer.config(), "size_on_disk_bytes": size,
             "identity": getattr(idx, "identity", None), "path": str(root)}
+
+
+def rerank_run(run: str | Path, index: Any, pipeline: str | Stage, *, queries_file: str | Path | None = None,
+               source: str | Path | None = None, depth: int = 100, progress: bool = False
+               ) -> tuple[Rankings, Stage, Queries]:
+    """Rerank an existing TREC run: ``(rankings, stage, queries)``.
+
+    ``pipeline`` must take rankings (a reranker, or rerankers chained: ``first >> prp``);
+    each query's top ``depth`` results of the run (trec_eval order) are reranked with the
+    document text of ``index``. Query texts come from ``queries_file`` (BEIR, TSV or TREC
+    topics), else from ``source`` when it is a BEIR folder (all its queries). A run query
+    without a text is an :class:`UnknownIdError` — the reranker would read nothing."""
+    from retrievo.data import read_run
+    from retrievo.errors import PipelineCompositionError, UnknownIdError
+
+    if depth < 1:
+        raise ConfigError(f"depth must be >= 1, got {depth}")
+    check_pipeline(pipeline)
+    if queries_file is not None:
+        queries = read_queries(queries_file)
+    elif source is not None and not str(source).startswith(IRDS_PREFIX) and is_beir_dir(source):
+        queries = BeirDataset(source).queries()
+    else:
+        raise ConfigError("the reranker needs the query texts: pass --queries FILE (or give a BEIR folder, "
+                          "whose queries.jsonl is read)")
+    stage = build_pipeline(pipeline, index)
+    if Rankings not in stage.takes:
+        raise PipelineCompositionError(f"{stage.spec(resources=False)!r} does not take rankings; a run is "
+                                       f"reranked by rerankers, e.g. 'first(window=20)' or 'cross_encoder'")
+    try:
+        ranked = read_run(run, queries)
+    except UnknownIdError as exc:
+        raise UnknownIdError(f"{exc.args[0]} (the run names a query that the queries file lacks)") from None
+    in_run = [q for i, q in enumerate(ranked.queries.ids) if ranked.offsets[i + 1] > ranked.offsets[i]]
+    ranked = ranked.subset(in_run).cut(depth)
+    chunk = 8  # queries per call: progress moves, and a long run shows its pace early
+    parts = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ranked.queries), desc="rerank", unit="q")
+    for start in range(0, len(ranked.queries), chunk):
+        parts.append(stage(ranked.subset(ranked.queries.ids[start:start + chunk])))
+        if bar is not None:
+            bar.update(len(parts[-1].queries))
+    if bar is not None:
+        bar.close()
+    out = join_rankings(ranked.queries, parts) if parts else stage(ranked)
+    return out, stage, ranked.queries
 
 
 def search_queries(queries_file: str | Path | None = None, texts: Sequence[str] = ()) -> Queries:

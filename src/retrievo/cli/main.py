@@ -329,6 +329,52 @@ def evaluate_cmd(
 
 
 @app.command()
+def rerank(
+    run: Path = typer.Argument(..., help="TREC run file to rerank (qid Q0 docno rank score tag)."),
+    index: Path = typer.Argument(..., help="Index with stored documents (or a collection, indexed in memory "
+                                           "first: a BEIR folder, a JSONL corpus, ...); the reranker reads the "
+                                           "candidates' text from it."),
+    pipeline: str = typer.Option(..., "--pipeline", "-p", help="Reranker spec, e.g. 'first(window=20)', "
+                                                               "'cross_encoder(model=...)', 'pointwise >> prp'."),
+    queries_file: Optional[Path] = typer.Option(None, "--queries", help="Query texts (BEIR queries.jsonl, TSV or "
+                                                                        "TREC topics); default: INDEX's "
+                                                                        "queries.jsonl when INDEX is a BEIR folder."),
+    depth: int = typer.Option(100, "--depth", "-d", help="Rerank each query's top DEPTH results of the run."),
+    output: Path = typer.Option(..., "--output", "-o", help="Reranked TREC run to write (its protocol goes to "
+                                                            "<file>.protocol.json)."),
+    qrels: Optional[Path] = typer.Option(None, help="Judgments: also print nDCG@10 of the run before and after."),
+    tag: str = typer.Option("retrievo", "--tag", help=TAG_HELP),
+) -> None:
+    """Rerank an existing TREC run (any system's) with a reranker pipeline."""
+    from retrievo import workflows
+    from retrievo.types import cost_summary
+
+    try:
+        _positive_k(depth)
+        workflows.check_pipeline(pipeline)  # a typo fails before anything is indexed or loaded
+        idx = workflows.load_index(index, progress=True)
+        start = time.perf_counter()
+        rankings, stage, queries = workflows.rerank_run(run, idx, pipeline, queries_file=queries_file,
+                                                        source=index, depth=depth, progress=True)
+        seconds = time.perf_counter() - start
+        protocol = workflows.search_protocol(stage, rankings, idx, queries_file)
+        workflows.save_run(output, rankings, protocol, tag=tag)
+        typer.echo(f"Reranked {len(queries)} queries (top {depth}) in {seconds:.1f} s; wrote {output}", err=True)
+        _cost_lines(cost_summary(rankings.costs), len(queries))
+        if qrels is not None:
+            from retrievo.data import read_run
+            from retrievo.evaluate import evaluate_run
+
+            before = read_run(run, queries).subset(rankings.queries.ids)
+            for label, ranked in (("before", before), ("after", rankings)):
+                result = evaluate_run(ranked, qrels, ["nDCG@10"], judged_queries_only=True)
+                typer.echo(f"  nDCG@10 {label}: {result.metrics['nDCG@10']:.4f} ({result.num_queries} judged "
+                           f"queries)")
+    except (RetrievoError, OSError) as exc:
+        _fail(exc)
+
+
+@app.command()
 def compare(
     data_dir: str = typer.Argument(..., help="BEIR folder, or irds:<ir_datasets id> such as irds:beir/scifact/test."),
     pipelines: list[str] = typer.Option(..., "--pipeline", "-p", help="Pipeline spec (repeat; first = baseline; "
