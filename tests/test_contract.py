@@ -55,6 +55,12 @@ def pool():
 
 def _build(entry, index) -> Stage:
     spec = entry.example if entry.variadic else entry.name
+    if entry.name == "cross_encoder":
+        # its default model downloads, and no trained cross-encoder ships offline: an UNTRAINED one
+        # (bundled MiniLM weights, random seeded head; built once per session) covers the plumbing
+        from retrievo.rerank.cross_encoder import untrained_cross_encoder
+
+        spec = f"cross_encoder(model={untrained_cross_encoder()})"
     return parse(spec, {"index": index})
 
 
