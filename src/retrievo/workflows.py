@@ -399,9 +399,9 @@ def rerank_run(run: str | Path, index: Any, pipeline: str | Stage, *, queries_fi
         raise ConfigError("the reranker needs the query texts: pass --queries FILE (or give a BEIR folder, "
                           "whose queries.jsonl is read)")
     stage = build_pipeline(pipeline, index)
-    if Rankings not in stage.takes:
-        raise PipelineCompositionError(f"{stage.spec(resources=False)!r} does not take rankings; a run is "
-                                       f"reranked by rerankers, e.g. 'first(window=20)' or 'cross_encoder'")
+    if Rankings not in stage.takes or not issubclass(stage.gives, Rankings):
+        raise PipelineCompositionError(f"{stage.spec(resources=False)!r} does not turn rankings into rankings; "
+                                       f"a run is reranked by rerankers, e.g. 'first(window=20)' or 'cross_encoder'")
     try:
         ranked = read_run(run, queries)
     except UnknownIdError as exc:
