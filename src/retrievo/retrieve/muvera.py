@@ -23,9 +23,10 @@ candidates that exact MaxSim then re-scores:
    the concatenation, for a smaller index.
 
 FDE dimension ``reps × 2^k_sim × d_proj`` before the final projection. Defaults:
-``k_sim=4, d_proj=16, reps=20`` (5,120 dimensions) and 500 candidates rescored — chosen
-with SciFact *train* queries to reach candidate recall@100 ≥ 0.9 against exhaustive MaxSim
-(see BENCHMARKS.md). All randomness comes from ``seed``, so encodings are reproducible.
+``k_sim=4, d_proj=16, reps=20`` (5,120 dimensions) and 500 candidates re-scored, set before
+measuring (in the range the paper uses, not tuned on any query set); BENCHMARKS.md reports
+their candidate recall@100 against exhaustive MaxSim on SciFact. All randomness comes
+from ``seed``, so encodings are reproducible.
 
 Why our own kernel: the aggregation is a ragged group-by (tokens → (document, bucket))
 with a per-document fill rule, which no library we depend on offers; one numba pass over
