@@ -115,6 +115,22 @@ class ModelMismatchError(ConfigError):
     encoded it: the scores would be meaningless, so it is refused."""
 
 
+class VocabularyMismatchError(ModelMismatchError):
+    """A sparse index's terms and a query encoder's vocabulary differ (an index of
+    impacts built with another tokenizer): most query terms would match nothing, so the
+    search is refused instead of returning near-random results."""
+
+
+class EmptyDocumentError(DataFormatError):
+    """A document has no text to encode (a learned sparse or multi-vector encoder would
+    give it no terms or no token vectors)."""
+
+
+class DocumentTooLongError(ConfigError):
+    """A document is longer than the encoder's token limit and the stage was told not to
+    truncate it (``overflow=error``)."""
+
+
 class DimensionMismatchError(ConfigError):
     """Vectors whose dimension differs from the index's (or ids and vectors that do not
     pair up)."""
@@ -193,6 +209,9 @@ __all__ = [
     "AnalyzerConfigError",
     "ModelMismatchError",
     "DimensionMismatchError",
+    "VocabularyMismatchError",
+    "EmptyDocumentError",
+    "DocumentTooLongError",
     "EvaluationError",
     "MetricError",
     "MissingExtraError",

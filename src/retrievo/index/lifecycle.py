@@ -452,6 +452,8 @@ def folder_size(path: Path, files: Iterable[str]) -> int:
 _FORMATS: dict[str, str] = {
     "retrievo-inverted": "retrievo.index.inverted:InvertedIndex",
     "retrievo-vectors": "retrievo.index.vectors:VectorIndex",
+    "retrievo-impacts": "retrievo.index.impacts:ImpactIndex",
+    "retrievo-multivectors": "retrievo.index.multivectors:MultiVectorIndex",
 }
 
 

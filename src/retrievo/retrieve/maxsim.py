@@ -1,0 +1,308 @@
+"""Late interaction (ColBERT's MaxSim): exhaustive search, or reranking of candidates.
+
+The score of document ``d`` for query ``q`` is ``Σ_i max_j <q_i, d_j>`` over the query's
+token vectors ``q_i`` and the document's ``d_j`` (Khattab & Zaharia, 2020).
+
+Why our own kernel rather than PyLate's or a padded tensor product: documents have very
+different token counts, and padding every document to the longest one (what a batched
+``einsum`` needs) multiplies the work and memory by the ratio of the longest to the mean
+length (~3x on SciFact). Here the token matrix stays flat (see
+:mod:`retrievo.index.multivectors`): one BLAS product of all query tokens with a block of
+whole documents' tokens, then ``np.maximum.reduceat`` over the documents' row ranges gives
+every (query token, document) maximum without padding, and a sum over query tokens the
+scores. Exhaustive search feeds those block scores to the same fused top-k selection as
+exact dense search (:func:`retrievo.retrieve.exact.search_blocks`), so ties, deletions
+and ordering behave exactly as in every other retriever (score descending, ascending id).
+
+``maxsim`` works on a :class:`~retrievo.index.multivectors.MultiVectorIndex` as it is, or
+on a lexical index, whose stored documents are encoded once and cached beside it
+(``<index>.multivector/<model key>/``, or under ``$RETRIEVO_CACHE_DIR/multivector/``) —
+the same cache ``muvera`` reads. Given queries it searches every document (for corpora
+small enough to scan: cost grows with the total number of tokens); given rankings it
+reranks the candidates only.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
+from retrievo.index.multivectors import MultiVectorIndex
+from retrievo.pipeline import Retriever, charge, spec_call
+from retrievo.resources import is_memory_name, resource_name
+from retrievo.retrieve.dense import _StoreTexts, _live_numbers, default_threads
+from retrievo.retrieve.exact import blas_threads, search_blocks
+from retrievo.retrieve.splade import cache_folder
+from retrievo.types import Queries, Rankings
+
+DEFAULT_K = 1000
+BLOCK_TOKENS = 16384  # document tokens per BLAS product in exhaustive search
+QUERY_ROWS = 2048  # query token rows per product (bounds the score block at 128 MB)
+_MEMORY: dict[tuple[str, str], MultiVectorIndex] = {}
+_LOCK = threading.Lock()
+
+
+def maxsim_flat(queries: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """MaxSim scores ``[n queries, n docs]`` of queries ``[n, L, dim]`` against documents
+    whose token vectors are consecutive rows of ``tokens`` (``lengths[i]`` rows each).
+    A document without tokens scores 0."""
+    queries = np.asarray(queries, dtype=np.float32)
+    n_q, n_l, dim = queries.shape
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.zeros((n_q, len(lengths)), dtype=np.float32)
+    has = lengths > 0
+    if not len(lengths) or not has.any() or n_q == 0:
+        return out
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[has]
+    tok = np.asarray(tokens, dtype=np.float32)
+    flat = queries.reshape(n_q * n_l, dim)
+    step = max(1, QUERY_ROWS // max(n_l, 1))
+    for g in range(0, n_q, step):
+        sims = flat[g * n_l:(g + step) * n_l] @ tok.T  # [rows, tokens]
+        best = np.maximum.reduceat(sims, starts, axis=1)  # [rows, docs with tokens]
+        out[g:g + step, has] = best.reshape(-1, n_l, best.shape[1]).sum(axis=1)
+    return out
+
+
+class _DocBlocks:
+    """A part's documents as something :func:`search_blocks` can slice by document:
+    ``view[a:b]`` is ``(tokens, lengths)`` of documents ``a..b``."""
+
+    def __init__(self, part):
+        self.part = part
+        self.shape = (part.n_docs,)
+
+    def __getitem__(self, sl: slice):
+        a, b = sl.start or 0, min(sl.stop, self.part.n_docs)
+        off = self.part.offsets
+        return self.part.tokens[off[a]:off[b]], np.diff(off[a:b + 1])
+
+
+def _score_block(queries: np.ndarray, block) -> np.ndarray:
+    tokens, lengths = block
+    return maxsim_flat(queries, tokens, lengths)
+
+
+def search_maxsim(queries: np.ndarray, mindex: MultiVectorIndex, k: int, threads: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exhaustive MaxSim top ``k`` (same return shape as ``search_blocks``)."""
+    mean = max(1.0, mindex.n_tokens / max(mindex.total_docs, 1))
+    block_docs = max(1, int(BLOCK_TOKENS / mean))
+    blocks = [(base, _DocBlocks(part)) for base, part in mindex.blocks()]
+    return search_blocks(queries, blocks, mindex.total_docs, mindex.live, mindex.id_rank, mindex.by_rank, k,
+                         threads, block_docs=block_docs, scorer=_score_block)
+
+
+def rescore(queries: np.ndarray, mindex: MultiVectorIndex, candidates: list[np.ndarray]) -> list[np.ndarray]:
+    """Exact MaxSim of each query with its candidate global document numbers."""
+    out = []
+    for qi, numbers in enumerate(candidates):
+        tokens, lengths = mindex.token_matrices(numbers)
+        out.append(maxsim_flat(queries[qi:qi + 1], tokens, lengths)[0])
+    return out
+
+
+# ------------------------------------------------------------------ encoding a lexical index
+def multivectors_for(lexical: Any, encoder: Any, progress: bool = True, dtype: str = "float16") -> MultiVectorIndex:
+    """The multi-vector index of ``lexical``'s live documents under ``encoder``: built
+    once, then reused (and brought up to date when the lexical index changed)."""
+    identity = encoder.identity()
+    folder = cache_folder(lexical, f"{identity}|{dtype}", "multivector")
+
+    def encode(numbers):
+        texts = _StoreTexts(lexical.docstore, numbers)
+        before = encoder.truncated
+        tokens, lengths = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+        return tokens, lengths, encoder.truncated - before
+
+    meta = dict(model=identity, model_spec=str(encoder.spec), source=str(lexical.identity), dtype=dtype)
+    if folder is None:
+        key = (str(lexical.identity), f"{identity}|{dtype}")
+        with _LOCK:
+            hit = _MEMORY.get(key)
+        if hit is None:
+            numbers = _live_numbers(lexical)
+            tokens, lengths, cut = encode(numbers)
+            hit = MultiVectorIndex.build(lexical.doc_ids[numbers].tolist(), tokens, lengths, truncated=cut, **meta)
+            with _LOCK:
+                hit = _MEMORY.setdefault(key, hit)
+        return hit
+    from retrievo.index import lifecycle
+
+    if lifecycle.is_index(folder):
+        mindex = MultiVectorIndex.open(folder)
+        mindex.check_model(identity)
+        if mindex.source != str(lexical.identity):
+            numbers = _live_numbers(lexical)
+            lex_ids = lexical.doc_ids[numbers].tolist()
+            have = mindex.docstore.id_map()
+            new = [(n, d) for n, d in zip(numbers.tolist(), lex_ids) if d not in have]
+            gone = sorted(set(have) - set(lex_ids))
+            if new:
+                tokens, lengths, cut = encode(np.asarray([n for n, _ in new], dtype=np.int64))
+                mindex.add([d for _, d in new], tokens, lengths, truncated=cut,
+                           source=None if gone else str(lexical.identity))
+            mindex.delete(gone, source=str(lexical.identity))
+        return mindex
+    numbers = _live_numbers(lexical)
+    tokens, lengths, cut = encode(numbers)
+    try:
+        return MultiVectorIndex.build(lexical.doc_ids[numbers].tolist(), tokens, lengths, folder, truncated=cut,
+                                      **meta)
+    except FileExistsError:  # another process published it first
+        return MultiVectorIndex.open(folder)
+
+
+class LateInteraction(Retriever):
+    """What ``maxsim`` and ``muvera`` share: the encoder, the multi-vector index (its own,
+    or a lexical index's documents encoded once), and query encoding."""
+
+    def _setup_checks(self) -> None:
+        from retrievo.index.inverted import InvertedIndex
+
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.query_length is not None and self.query_length < 0:
+            raise ConfigError(f"query_length must be >= 0, got {self.query_length}")
+        if not isinstance(self.index, (MultiVectorIndex, InvertedIndex)):
+            raise ConfigError(f"{self.name} needs a MultiVectorIndex or an InvertedIndex with stored documents, "
+                              f"got {type(self.index).__name__}")
+
+    def encoder(self):
+        if "encoder" not in self._state:
+            from retrievo.models.multivector import load_multivector
+
+            options = {k: getattr(self, k) for k in ("dim", "query_length", "max_length", "batch_size")
+                       if getattr(self, k) is not None}
+            model = self.model
+            if model is None and isinstance(self.index, MultiVectorIndex) and self.index.model_spec:
+                model = self.index.model_spec
+            self._state["encoder"] = load_multivector(model, **options)
+        return self._state["encoder"]
+
+    def multivectors(self) -> MultiVectorIndex:
+        key = (id(self.index), getattr(self.index, "version", 0))
+        if self._state.get("mkey") != key:
+            encoder = self.encoder()
+            if isinstance(self.index, MultiVectorIndex):
+                self.index.check_model(encoder.identity())
+                mindex = self.index
+            else:
+                mindex = multivectors_for(self.index, encoder, progress=self.progress)
+            self._state.update(mkey=key, mindex=mindex)
+        return self._state["mindex"]
+
+    @property
+    def models(self) -> list[str]:
+        return [self.encoder().identity()]
+
+    def query_tokens(self, queries: Queries) -> np.ndarray:
+        for qid, text in zip(queries.ids, queries.texts):
+            if not text or not text.strip():
+                raise EmptyQueryError(f"query {qid!r} is empty; give it some text")
+        encoder = self.encoder()
+        charge(calls=1, forward_passes=-(-len(queries) // encoder.batch_size))
+        return encoder.encode_queries(list(queries.texts))
+
+    def _candidates(self, rankings: Rankings) -> list[np.ndarray]:
+        id_map = self.multivectors().docstore.id_map()
+        out = []
+        for ranked in rankings:
+            ids = ranked.doc_ids.tolist()
+            try:
+                out.append(np.fromiter((id_map[d] for d in ids), dtype=np.int64, count=len(ids)))
+            except KeyError as exc:
+                raise UnknownIdError(f"{self.name} cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
+                                     "it is not in the multi-vector index") from None
+        return out
+
+    def _ranked(self, queries: Queries, numbers: list[np.ndarray], scores: list[np.ndarray]) -> Rankings:
+        mindex = self.multivectors()
+        id_rank, ids = mindex.id_rank, mindex.doc_ids
+        lists = []
+        for nums, sc in zip(numbers, scores):
+            order = np.lexsort((id_rank[nums], -sc))[: self.k]
+            lists.append((ids[nums[order]], sc[order]))
+        return Rankings.from_lists(queries, lists)
+
+    def _common_spec(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in ("model", "dim", "query_length", "max_length", "batch_size",
+                                                    "threads") if getattr(self, key) is not None}
+
+    def with_cutoff(self, k: int):
+        if k >= self.k:
+            return self
+        clone = copy.copy(self)  # shares _state: nothing is encoded again
+        clone.k = k
+        return clone
+
+    def resources(self) -> dict[str, Any]:
+        name = resource_name(self.index, "index")
+        return {name: self.index} if is_memory_name(name) else {}
+
+
+@dataclass(eq=False)
+class MaxSim(LateInteraction):
+    """Exact late interaction: exhaustive MaxSim search given queries, MaxSim reranking
+    of the candidates given rankings."""
+
+    index: Any
+    model: str | None = None
+    dim: int | None = None
+    query_length: int | None = None
+    max_length: int | None = None
+    batch_size: int | None = None
+    k: int = DEFAULT_K
+    threads: int | None = None
+    progress: bool = True
+    _state: dict[str, Any] = field(default_factory=dict, repr=False)
+    name = "maxsim"
+    takes = (Queries, Rankings)
+
+    def __post_init__(self):
+        self._setup_checks()
+        self.multivectors()  # encode (or open the cache) now: the first batch's timing is only search
+
+    @classmethod
+    def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "MaxSim":
+        index = index if index is not None else ctx.get("index")
+        if index is None:
+            raise ConfigError("the maxsim stage needs an index: name one (maxsim(index='sf.idx')) or pass "
+                              "ctx={'index': ...}")
+        return cls(index, **options)
+
+    def transform(self, inp: Queries | Rankings) -> Rankings:
+        queries = inp.queries if isinstance(inp, Rankings) else inp
+        if not len(queries):
+            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+        mindex = self.multivectors()
+        qv = self.query_tokens(queries)
+        threads = max(1, min(self.threads or default_threads(), len(queries)))
+        if isinstance(inp, Rankings):
+            numbers = self._candidates(inp)
+            with blas_threads(threads):
+                return self._ranked(queries, numbers, rescore(qv, mindex, numbers))
+        docs, scores, counts = search_maxsim(qv, mindex, self.k, threads)
+        k = docs.shape[1]
+        mask = np.arange(k)[None, :] < counts[:, None]
+        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Rankings(queries, mindex.doc_ids[docs[mask]], scores[mask], offsets)
+
+    def spec(self, resources: bool = True) -> str:
+        params = self._common_spec()
+        if resources:
+            params["index"] = resource_name(self.index, "index")
+        spec = spec_call("maxsim", params)
+        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+
+
+__all__ = ["DEFAULT_K", "LateInteraction", "MaxSim", "maxsim_flat", "multivectors_for", "rescore", "search_maxsim"]

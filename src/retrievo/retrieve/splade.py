@@ -1,0 +1,358 @@
+"""Learned sparse retrieval (SPLADE): sparse query vectors against an impact index.
+
+``splade`` works on either kind of index, like ``dense``:
+
+* an :class:`~retrievo.index.impacts.ImpactIndex` — searched as it is: built by the
+  SPLADE encoder (whose identity it records; searching it with another document encoder
+  is a :class:`~retrievo.errors.ModelMismatchError`) or imported from JSONL vectors (then
+  the query encoder's vocabulary must cover the index's terms, else
+  :class:`~retrievo.errors.VocabularyMismatchError`);
+* a lexical :class:`~retrievo.index.InvertedIndex` with stored documents (the pipeline's
+  default index, so ``retrievo eval DATA --pipeline splade`` needs no extra step) — its
+  documents are encoded once into an impact index cached beside it
+  (``<index>.splade/<model key>/``) or, for an in-memory index, under
+  ``$RETRIEVO_CACHE_DIR/splade/`` keyed by its content identity; when the lexical index
+  changes, new documents are encoded and added and deleted ones tombstoned.
+
+Scoring is the BM25 path with other numbers: each posting's impact ``q / scale``
+(float32) times the query term's weight, summed in float64 by the numba kernel of
+:mod:`retrievo.retrieve.topk`, top ``k`` selected with ties broken by ascending id. No
+second kernel: what differs from BM25 is only where the per-posting numbers come from.
+Given rankings, ``splade`` scores only the candidates, with exactly the scores a full
+retrieval gives them.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievo.errors import ConfigError, ModelMismatchError, UnknownIdError, VocabularyMismatchError
+from retrievo.index.impacts import DEFAULT_SCALE, ImpactIndex
+from retrievo.pipeline import Retriever, charge, spec_call
+from retrievo.resources import is_memory_name, resource_name
+from retrievo.retrieve.dense import _StoreTexts, _live_numbers, cache_root, default_threads, model_key
+from retrievo.retrieve.topk import Workspace, search_postings
+from retrievo.types import Queries, Rankings
+
+DEFAULT_K = 1000
+#: share of an imported index's terms the query encoder's vocabulary must contain
+MIN_VOCAB_COVERAGE = 0.9
+_MEMORY: dict[tuple[str, str], ImpactIndex] = {}
+_LOCK = threading.Lock()
+
+
+def cache_folder(lexical: Any, identity: str, kind: str) -> Path | None:
+    """Where ``lexical``'s documents encoded by ``identity`` are cached for a method
+    ``kind`` (``splade``, ``multivector``): beside an on-disk index, else under the cache
+    root keyed by the index's content identity (None: no disk cache)."""
+    if getattr(lexical, "path", None) is not None:
+        path = Path(lexical.path)
+        return path.parent / f"{path.name}.{kind}" / model_key(identity)
+    root = cache_root()
+    return None if root is None else root / kind / str(lexical.identity)[:24] / model_key(identity)
+
+
+def _encode_store(lexical: Any, numbers: np.ndarray, encoder: Any, progress: bool):
+    texts = _StoreTexts(lexical.docstore, numbers)
+    before = encoder.truncated
+    vectors = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+    return vectors, encoder.truncated - before
+
+
+def impacts_for(lexical: Any, encoder: Any, scale: float = DEFAULT_SCALE, progress: bool = True) -> ImpactIndex:
+    """The impact index of ``lexical``'s live documents under ``encoder``: built,
+    reused, or brought up to date (see the module docstring)."""
+    identity = encoder.identity()
+    folder = cache_folder(lexical, f"{identity}|scale={scale:g}", "splade")
+    meta = dict(model=identity, model_spec=str(encoder.spec), vocab_sha=encoder.vocab_sha(),
+                source=str(lexical.identity))
+    if folder is None:
+        key = (str(lexical.identity), f"{identity}|{scale:g}")
+        with _LOCK:
+            hit = _MEMORY.get(key)
+        if hit is None:
+            numbers = _live_numbers(lexical)
+            vectors, cut = _encode_store(lexical, numbers, encoder, progress)
+            hit = ImpactIndex.from_vectors(lexical.doc_ids[numbers].tolist(), vectors, encoder.terms(), scale=scale,
+                                           truncated=cut, **meta)
+            with _LOCK:
+                hit = _MEMORY.setdefault(key, hit)
+        return hit
+    from retrievo.index import lifecycle
+
+    if lifecycle.is_index(folder):
+        index = ImpactIndex.open(folder)
+        if index.model != identity:
+            raise ModelMismatchError(f"{folder} holds impacts of {index.model}, not {identity}")
+        if index.source != str(lexical.identity):
+            _sync(index, lexical, encoder, progress)
+        return index
+    numbers = _live_numbers(lexical)
+    vectors, cut = _encode_store(lexical, numbers, encoder, progress)
+    try:
+        return ImpactIndex.from_vectors(lexical.doc_ids[numbers].tolist(), vectors, encoder.terms(), folder,
+                                        scale=scale, truncated=cut, **meta)
+    except FileExistsError:  # another process published it first: use theirs
+        return ImpactIndex.open(folder)
+
+
+def _sync(index: ImpactIndex, lexical: Any, encoder: Any, progress: bool) -> None:
+    """Make the cached impacts hold exactly ``lexical``'s live documents."""
+    numbers = _live_numbers(lexical)
+    lex_ids = lexical.doc_ids[numbers].tolist()
+    have = index.docstore.id_map()
+    new = [(n, d) for n, d in zip(numbers.tolist(), lex_ids) if d not in have]
+    gone = sorted(set(have) - set(lex_ids))
+    if new:
+        vectors, cut = _encode_store(lexical, np.asarray([n for n, _ in new], dtype=np.int64), encoder, progress)
+        index.add_vectors([d for _, d in new], vectors, encoder.terms(), truncated=cut)
+    if gone:
+        index.delete(gone)
+    index.set_source(str(lexical.identity))
+
+
+def check_vocabulary(index: ImpactIndex, encoder: Any) -> None:
+    """Refuse a query encoder whose terms would not match the index's (see the module
+    docstring): the recorded document encoder must be this one, and the vocabulary the
+    same (or, for imported vectors, cover at least :data:`MIN_VOCAB_COVERAGE`)."""
+    where = index.path if index.path is not None else "this impact index"
+    if index.model and index.model != encoder.identity():
+        raise ModelMismatchError(f"{where} was encoded with {index.model_spec or index.model}, not "
+                                 f"{encoder.identity()}; search it with the same model and options "
+                                 "(a separate query encoder goes in query_model=...)")
+    if index.vocab_sha:
+        if index.vocab_sha != encoder.vocab_sha():
+            raise VocabularyMismatchError(f"{where} was built over another vocabulary than {encoder.spec}'s")
+        return
+    known = set(encoder.terms())
+    terms = index.terms
+    covered = sum(t in known for t in terms) / max(len(terms), 1)
+    if covered < MIN_VOCAB_COVERAGE:
+        raise VocabularyMismatchError(
+            f"only {covered:.0%} of the {len(terms):,} terms of {where} are in the vocabulary of {encoder.spec} "
+            f"(at least {MIN_VOCAB_COVERAGE:.0%} needed): its vectors were made with another tokenizer; "
+            "name the matching query encoder with model=...")
+
+
+@dataclass(eq=False)
+class Splade(Retriever):
+    """SPLADE retrieval over an impact index (or a lexical index's stored documents,
+    encoded once). Takes queries (retrieval) or rankings (scores the candidates only)."""
+
+    index: Any
+    model: str | None = None
+    query: str | None = None
+    query_model: str | None = None
+    doc_top_k: int | None = None
+    query_top_k: int | None = None
+    max_length: int | None = None
+    scale: float = DEFAULT_SCALE
+    overflow: str | None = None
+    batch_size: int | None = None
+    k: int = DEFAULT_K
+    threads: int | None = None
+    progress: bool = True
+    _state: dict[str, Any] = field(default_factory=dict, repr=False)
+    name = "splade"
+    takes = (Queries, Rankings)
+
+    def __post_init__(self):
+        from retrievo.index.inverted import InvertedIndex
+
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if not self.scale > 0:
+            raise ConfigError(f"scale must be > 0, got {self.scale}")
+        if self.query not in (None, "encoder", "tokens"):
+            raise ConfigError(f"query must be encoder or tokens, got {self.query!r}")
+        if self.overflow not in (None, "truncate", "error"):
+            raise ConfigError(f"overflow must be truncate or error, got {self.overflow!r}")
+        if not isinstance(self.index, InvertedIndex):
+            raise ConfigError(f"splade needs an ImpactIndex or an InvertedIndex with stored documents, "
+                              f"got {type(self.index).__name__}")
+        self._arrays()  # encode (or open the cache) now, so the first batch's timing is only search
+
+    @classmethod
+    def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "Splade":
+        index = index if index is not None else ctx.get("index")
+        if index is None:
+            raise ConfigError("the splade stage needs an index: name one (splade(index='sf.idx')) or pass "
+                              "ctx={'index': ...}")
+        return cls(index, **options)
+
+    # resources ---------------------------------------------------------------------------
+    def encoder(self):
+        if "encoder" not in self._state:
+            from retrievo.models.splade import load_splade
+
+            options = {k: getattr(self, k) for k in ("query", "query_model", "doc_top_k", "query_top_k",
+                                                     "max_length", "overflow", "batch_size")
+                       if getattr(self, k) is not None}
+            model = self.model
+            if model is None and isinstance(self.index, ImpactIndex) and self.index.model_spec:
+                model = self.index.model_spec
+            self._state["encoder"] = load_splade(model, **options)
+        return self._state["encoder"]
+
+    def impacts(self) -> ImpactIndex:
+        return self._arrays()["impacts"]
+
+    def _arrays(self) -> dict[str, Any]:
+        key = (id(self.index), getattr(self.index, "version", 0))
+        if self._state.get("key") == key:
+            return self._state
+        encoder = self.encoder()
+        if isinstance(self.index, ImpactIndex):
+            impacts = self.index
+        else:
+            impacts = impacts_for(self.index, encoder, self.scale, progress=self.progress)
+        check_vocabulary(impacts, encoder)
+        segs = impacts.segments
+        v = impacts.vocab_size
+        indptr = np.zeros((max(len(segs), 1), v + 1), dtype=np.int64)
+        docs_parts, imp_parts, base_post = [], [], 0
+        inv_scale = np.float32(1.0 / impacts.scale)
+        for s, (seg, base) in enumerate(zip(segs, impacts.bases[:-1])):
+            ip = np.asarray(seg.indptr)
+            indptr[s, : len(ip)] = ip + base_post
+            indptr[s, len(ip):] = ip[-1] + base_post
+            docs_parts.append((np.asarray(seg.docs) + int(base)).astype(np.int32))
+            imp_parts.append(np.asarray(seg.tfs).astype(np.float32) * inv_scale)
+            base_post += seg.n_postings
+        # encoder column -> index term id (-1: a vocabulary entry no document uses)
+        columns = np.full(encoder.vocab_size, -1, dtype=np.int64)
+        vocab = impacts.vocab
+        for c, term in enumerate(encoder.terms()):
+            tid = vocab.get(term)
+            if tid is not None:
+                columns[c] = tid
+        self._state.update(
+            key=key, impacts=impacts, indptr=indptr,
+            docs=np.concatenate(docs_parts) if docs_parts else np.empty(0, np.int32),
+            imps=np.concatenate(imp_parts) if imp_parts else np.empty(0, np.float32),
+            columns=columns, live=impacts.live, id_rank=impacts.id_rank, by_rank=impacts.by_rank,
+            ids=impacts.doc_ids, n_docs=impacts.total_docs)
+        return self._state
+
+    @property
+    def models(self) -> list[str]:
+        return [self.encoder().identity()]
+
+    # search --------------------------------------------------------------------------------
+    def query_arrays(self, queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat (index term ids, weights, per-query offsets) of the encoded queries."""
+        st = self._arrays()
+        encoder = self.encoder()
+        from retrievo.errors import EmptyQueryError
+
+        for qid, text in zip(queries.ids, queries.texts):
+            if not text or not text.strip():
+                raise EmptyQueryError(f"query {qid!r} is empty; give it some text")
+        vectors = encoder.encode_queries(list(queries.texts))
+        if encoder.query_mode == "encoder":
+            charge(calls=1, forward_passes=-(-len(queries) // encoder.batch_size))
+        terms = st["columns"][vectors.indices]
+        keep = terms >= 0
+        rows = np.repeat(np.arange(len(queries)), np.diff(vectors.indptr))
+        counts = np.bincount(rows[keep], minlength=len(queries)).astype(np.int64)
+        q_ptr = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum(counts, out=q_ptr[1:])
+        return q_ptr, terms[keep].astype(np.int64), vectors.data[keep].astype(np.float32)
+
+    def transform(self, inp: Queries | Rankings) -> Rankings:
+        if isinstance(inp, Rankings):
+            return self._score_candidates(inp)
+        queries = inp
+        st = self._arrays()
+        if not len(queries):
+            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+        q_ptr, q_terms, q_weights = self.query_arrays(queries)
+        threads = max(1, min(self.threads or default_threads(), len(queries)))
+        k = min(self.k, st["n_docs"])
+        out_docs, out_scores, counts = search_postings(
+            q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"],
+            st["by_rank"], k, self._workspace(threads), threads)
+        mask = np.arange(k)[None, :] < counts[:, None]
+        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Rankings(queries, st["ids"][out_docs[mask]], out_scores[mask], offsets)
+
+    def _score_candidates(self, rankings: Rankings) -> Rankings:
+        """Scores of each query's candidates, summed as the kernel sums them (query terms
+        in order, float32 products into float64), sorted like a retrieval."""
+        st = self._arrays()
+        queries = rankings.queries
+        if not len(queries):
+            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+        q_ptr, q_terms, q_weights = self.query_arrays(queries)
+        id_map = st["impacts"]._ids_to_global()
+        indptr, docs, imps = st["indptr"], st["docs"], st["imps"]
+        lists = []
+        for qi, ranked in enumerate(rankings):
+            cand_ids = ranked.doc_ids.tolist()
+            try:
+                cands = np.fromiter((id_map[d] for d in cand_ids), dtype=np.int64, count=len(cand_ids))
+            except KeyError as exc:
+                raise UnknownIdError(f"splade cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
+                                     "it is not in the index") from None
+            acc = np.zeros(len(cands), dtype=np.float64)
+            for j in range(q_ptr[qi], q_ptr[qi + 1]):
+                t, w = q_terms[j], q_weights[j]
+                for s in range(indptr.shape[0]):
+                    a, b = indptr[s, t], indptr[s, t + 1]
+                    if a == b:
+                        continue
+                    seg_docs = docs[a:b]
+                    pos = np.searchsorted(seg_docs, cands)
+                    pos[pos >= len(seg_docs)] = 0
+                    hit = seg_docs[pos] == cands
+                    acc[hit] += (w * imps[a:b][pos[hit]]).astype(np.float64)
+            scores = acc.astype(np.float32)
+            order = np.lexsort((st["id_rank"][cands], -scores))
+            lists.append((ranked.doc_ids[order], scores[order]))
+        return Rankings.from_lists(queries, lists)
+
+    def _workspace(self, threads: int) -> Workspace:
+        local = self._state.setdefault("local", threading.local())
+        work = getattr(local, "work", None)
+        n_docs = self._state["n_docs"]
+        if work is None or work.n_docs != n_docs or work.threads < threads:
+            work = local.work = Workspace(n_docs, threads)
+        return work
+
+    # identity ----------------------------------------------------------------------------
+    def with_cutoff(self, k: int) -> "Splade":
+        if k >= self.k:
+            return self
+        clone = copy.copy(self)  # shares _state: nothing is encoded again
+        clone.k = k
+        return clone
+
+    def spec(self, resources: bool = True) -> str:
+        params: dict[str, Any] = {}
+        for key in ("model", "query", "query_model", "doc_top_k", "query_top_k", "max_length", "overflow",
+                    "batch_size", "threads"):
+            if getattr(self, key) is not None:
+                params[key] = getattr(self, key)
+        if self.scale != DEFAULT_SCALE:
+            params["scale"] = self.scale
+        if resources:
+            params["index"] = resource_name(self.index, "index")
+        spec = spec_call("splade", params)
+        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+
+    def resources(self) -> dict[str, Any]:
+        name = resource_name(self.index, "index")
+        return {name: self.index} if is_memory_name(name) else {}
+
+
+__all__ = ["DEFAULT_K", "MIN_VOCAB_COVERAGE", "Splade", "cache_folder", "check_vocabulary", "impacts_for"]
