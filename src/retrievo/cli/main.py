@@ -570,6 +570,27 @@ def pipelines(
                    "bm25(index=sf.idx), quoted strings, sub-pipelines.")
 
 
+@app.command("serve-llm")
+def serve_llm(
+    model: Optional[str] = typer.Argument(None, help="The model to serve: smollm2 (default), qwen2.5-coder-0.5b, "
+                                          "a .gguf file, a Hugging Face folder or name; options as "
+                                          "'smollm2?dtype=fp32'."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (the server has no authentication: keep it on "
+                             "loopback unless you mean to share it)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    name: Optional[str] = typer.Option(None, help="Model id the server reports and accepts (default: MODEL)."),
+) -> None:
+    """Serve a local LLM over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions with
+    logprobs, /v1/models, /tokenize, /health): `retrievo serve-llm smollm2`, then name
+    `http://127.0.0.1:8000/v1?model=smollm2` as a reranker's model."""
+    from retrievo.llm.server import serve
+
+    try:
+        serve(model, host=host, port=port, name=name)
+    except RetrievoError as exc:
+        _fail(exc)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
