@@ -22,78 +22,86 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_CACHE_KW: str | None = None
-
-
-def _cache_kw() -> str:
-    """transformers >= 5.2x names the key/value cache ``cache``; earlier releases
-    ``past_key_values``."""
-    import inspect
-
-    from transformers import LlamaForCausalLM
-
-    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
-
-
-def _cache_of(out):
-    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
 
 
 def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def context_attention(model, tokenizer, context: Sequence[str], queries: Sequence[str]
+def attention_modules(base) -> list:
+    """The self-attention modules of a decoder, in layer order (each knows its ``layer_idx``)."""
+    return [m for m in base.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
+
+
+def context_attention(model, tokenizer, context: Sequence[str], queries: Sequence[str], base=None
                       ) -> tuple[list[list[np.ndarray]], int]:
-    """``(result, prompt_tokens)``; see :meth:`retrievo.llm.base.LLM.context_attention`."""
+    """``(result, prompt_tokens)``; see :meth:`retrievo.llm.base.LLM.context_attention`.
+
+    ``base`` is the decoder without its vocabulary projection (default: the model's base
+    model) — the projection is never computed, and each layer's attention matrix is reduced
+    by a forward hook as soon as it exists, so memory stays at one layer's weights rather
+    than all of them (eager attention of a 3,000-token prompt is ~300 MB per layer)."""
+    import inspect
+
     import torch
 
-    global _CACHE_KW
-    if _CACHE_KW is None:
-        _CACHE_KW = _cache_kw()
+    if base is None:
+        base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+    cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    modules = attention_modules(base)
+    if not modules:
+        raise ValueError(f"found no attention layers in {type(model).__name__}")
     seg_ids = [_ids(tokenizer, seg) for seg in context]
     bounds = np.cumsum([0] + [len(s) for s in seg_ids])
     prefix = [t for s in seg_ids for t in s]
     n_ctx = len(prefix)
     device = next(model.parameters()).device
+    state: dict = {}
+
+    def hook(_module, _args, output):
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise ValueError("the attention module returned no weights (eager attention is needed)")
+        rows = weights[0, :, state["rows"], :n_ctx].float()  # (heads, query tokens, context tokens)
+        paid = rows.mean(dim=1).sum(dim=0)
+        state["total"] = paid if state.get("total") is None else state["total"] + paid
+
     previous = getattr(model.config, "_attn_implementation", None)
-    if previous != "eager":
-        model.set_attn_implementation("eager")
+    handles = []
     results: list[list[np.ndarray]] = []
     tokens = 0
-    cache = None
+    base_cache = None
     try:
+        if previous != "eager":
+            model.set_attn_implementation("eager")
+        handles = [m.register_forward_hook(hook) for m in modules]
         with torch.inference_mode():
-            for j, query in enumerate(queries):
+            for query in queries:
                 q_ids = _ids(tokenizer, query)
                 if not q_ids:
                     raise ValueError("a query segment must not be empty")
-                if cache is None:
+                state["total"] = None
+                if base_cache is None:
+                    state["rows"] = slice(n_ctx, n_ctx + len(q_ids))
                     inp = torch.tensor([prefix + q_ids], device=device)
-                    out = model(input_ids=inp, use_cache=True, output_attentions=True)
-                    tokens += len(prefix) + len(q_ids)
-                    q_rows = slice(n_ctx, n_ctx + len(q_ids))
-                    cache = _cache_of(out)
-                    cache.crop(-len(q_ids))  # keep the context only
-                    base_cache = cache
+                    out = base(input_ids=inp, use_cache=True)
+                    tokens += n_ctx + len(q_ids)
+                    base_cache = out.cache if cache_kw == "cache" else out.past_key_values
+                    base_cache.crop(-len(q_ids))  # keep the context's keys and values only
                 else:
-                    run_cache = copy.deepcopy(base_cache)
-                    inp = torch.tensor([q_ids], device=device)
+                    state["rows"] = slice(0, len(q_ids))
                     pos = torch.arange(n_ctx, n_ctx + len(q_ids), device=device).unsqueeze(0)
-                    out = model(input_ids=inp, **{_CACHE_KW: run_cache}, position_ids=pos,
-                                cache_position=pos[0], use_cache=True, output_attentions=True)
+                    base(input_ids=torch.tensor([q_ids], device=device), position_ids=pos,
+                         **{cache_kw: copy.deepcopy(base_cache)}, use_cache=True)
                     tokens += len(q_ids)
-                    q_rows = slice(0, len(q_ids))
-                total = None
-                for layer in out.attentions:  # (1, heads, q, keys)
-                    a = layer[0, :, q_rows, :n_ctx].float().mean(dim=1).sum(dim=0)
-                    total = a if total is None else total + a
-                values = total.cpu().numpy().astype(np.float64)
+                values = state["total"].double().cpu().numpy()
                 results.append([values[bounds[i]:bounds[i + 1]] for i in range(len(context))])
     finally:
+        for h in handles:
+            h.remove()
         if previous is not None and previous != "eager":
             model.set_attn_implementation(previous)
     return results, tokens
 
 
-__all__ = ["context_attention"]
+__all__ = ["attention_modules", "context_attention"]

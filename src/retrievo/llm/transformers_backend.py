@@ -718,6 +718,14 @@ class TransformersLLM(LLM):
         values = np.stack([per_layer[k].numpy() for k in range(len(attn_modules))])
         return Scored(values, len(ids))
 
+    def _context_attention(self, context: list[str], queries: list[str]) -> tuple[list[list[np.ndarray]], int]:
+        from retrievo.llm.attention import context_attention
+
+        n_ctx = sum(self.count_tokens(c) for c in context)
+        self._check_length(n_ctx + max(self.count_tokens(q) for q in queries))
+        with self._lock:
+            return context_attention(self.model, self.tokenizer, context, queries, base=self._base)
+
 
 __all__ = ["DTYPES", "TokenInfo", "TransformersLLM", "dequantised_folder", "file_sha256", "has_dequantised",
            "llm_cache_root"]
