@@ -37,6 +37,7 @@ stays one layer's ``heads x L x L`` rather than all layers at once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -106,6 +107,49 @@ def _native_bf16() -> bool:
     from retrievo.models.encoder import native_bf16
 
     return native_bf16()
+
+
+_GGUF_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """While transformers loads one GGUF file, parse it once instead of three times (config,
+    tokenizer and weights each open their own ``GGUFReader``, and reading SmolLM2's
+    49k-entry vocabulary takes seconds each time) and build gguf's tensor-name map once
+    instead of once per tensor. Only memoises what the ``gguf`` package returns; restored
+    afterwards."""
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    with _GGUF_PATCH_LOCK:
+        reader_cls, name_map_fn = gguf.GGUFReader, getattr(gguf, "get_tensor_name_map", None)
+        readers: dict[Any, Any] = {}
+        maps: dict[Any, Any] = {}
+
+        def reader(path, *args, **kwargs):
+            key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+            if key not in readers:
+                readers[key] = reader_cls(path, *args, **kwargs)
+            return readers[key]
+
+        def name_map(*args, **kwargs):
+            key = (args, tuple(sorted(kwargs.items())))
+            if key not in maps:
+                maps[key] = name_map_fn(*args, **kwargs)
+            return maps[key]
+
+        gguf.GGUFReader = reader
+        if name_map_fn is not None:
+            gguf.get_tensor_name_map = name_map
+        try:
+            yield
+        finally:
+            gguf.GGUFReader = reader_cls
+            if name_map_fn is not None:
+                gguf.get_tensor_name_map = name_map_fn
 
 
 @dataclass
@@ -227,9 +271,11 @@ class TransformersLLM(LLM):
             except (OSError, ValueError):  # a damaged copy: dequantise again below
                 shutil.rmtree(folder, ignore_errors=True)
         try:
-            tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            mdl = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                       dtype=_require_torch().float32, attn_implementation="sdpa")
+            with _gguf_parsed_once():
+                tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+                mdl = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                           dtype=_require_torch().float32,
+                                                           attn_implementation="sdpa")
         except ImportError as exc:
             raise MissingExtraError(f"loading GGUF files needs the gguf and accelerate packages ({exc}); "
                                     "install them with `pip install 'retrievo[llm]'`") from exc
@@ -289,6 +335,7 @@ class TransformersLLM(LLM):
     def _setup(self, mdl, tok, context_length: int | None) -> None:
         torch = _require_torch()
         mdl.eval()
+        mdl.requires_grad_(False)
         if str(next(mdl.parameters()).device) != self.device:
             mdl = mdl.to(self.device)
         self.model, self.tokenizer = mdl, tok
@@ -436,14 +483,15 @@ class TransformersLLM(LLM):
             self._head_fp32 = (w.float() if w.dtype != torch.float32 else w,
                                None if b is None else b.float())
         w, b = self._head_fp32
-        logits = hidden.float() @ w.T
-        if b is not None:
-            logits = logits + b
-        if self._logit_scale:
-            logits = logits * float(self._logit_scale)
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return torch.log_softmax(logits, dim=-1)
+        with torch.inference_mode():
+            logits = hidden.float() @ w.T
+            if b is not None:
+                logits = logits + b
+            if self._logit_scale:
+                logits = logits * float(self._logit_scale)
+            if self._softcap:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+            return torch.log_softmax(logits, dim=-1)
 
     def _check_length(self, n: int, what: str = "prompt") -> None:
         if n > self.context_length:
