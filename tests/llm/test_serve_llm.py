@@ -32,6 +32,7 @@ pytest.importorskip("uvicorn")
 from retrievo.errors import (  # noqa: E402
     CapabilityError,
     ConfigError,
+    ContextLengthError,
     LLMResponseError,
     LLMServerError,
     LLMTimeoutError,
@@ -125,6 +126,11 @@ def test_http_token_counts_use_the_server_tokenizer(local, remote):
     assert remote.first_token("Yes") == "Yes" and remote.first_tokens_distinct(["Yes", "No"])
     with pytest.raises(CapabilityError):
         remote.segment_attention(["a", "b"])
+
+
+def test_a_prompt_over_the_context_is_a_context_length_error(remote):
+    with pytest.raises(ContextLengthError):
+        remote.generate([Prompt.raw("word " * 9000)], GenerationParams(max_tokens=1))
 
 
 def test_http_backend_works_inside_a_running_event_loop(remote):

@@ -173,8 +173,8 @@ class OpenAICompatibleLLM(LLM):
                 continue
             if resp.status_code >= 400:
                 message = _error_message(resp)
-                if resp.status_code == 400 and any(w in message.lower() for w in ("context length", "maximum context",
-                                                                                 "too long", "max_model_len")):
+                if resp.status_code == 400 and any(w in resp.text.lower() for w in (
+                        "context length", "context_length_exceeded", "maximum context", "too long", "max_model_len")):
                     raise ContextLengthError(f"{url}: {message}")
                 raise LLMServerError(f"{url} refused the request (HTTP {resp.status_code}): {message}")
             try:
@@ -301,6 +301,7 @@ class OpenAICompatibleLLM(LLM):
             except (LLMServerError, LLMResponseError, KeyError, TypeError, ValueError):
                 if self._server_tokenizer:
                     raise
+                self._server_tokenizer = False
         return super().prompt_tokens(p)
 
     # ------------------------------------------------------------------ payloads
