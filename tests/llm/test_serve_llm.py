@@ -205,7 +205,7 @@ class Stub:
     ``(status, body bytes, headers)``, or ``"sleep:<s>"`` to sleep first."""
 
     def __init__(self, behave):
-        self.behave, self.count, self.times = behave, 0, []
+        self.behave, self.count, self.times, self.bodies, self.headers = behave, 0, [], [], []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -214,8 +214,9 @@ class Stub:
 
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                raw = self.rfile.read(length) if length else b""
+                stub.bodies.append(json.loads(raw) if raw else None)
+                stub.headers.append(dict(self.headers))
                 stub.count += 1
                 stub.times.append(time.monotonic())
                 status, body, headers = stub.behave(stub.count, self.path)
@@ -378,3 +379,23 @@ def test_http_urls_and_options_through_the_loader():
         build_llm("http://127.0.0.1:9/v1?model=m&prefix_mode=guess")
     with pytest.raises(ModelNotFoundError):
         build_llm("/no/such/model.gguf")
+
+
+def test_assistant_prefix_modes_and_api_key(monkeypatch):
+    stub = Stub(lambda n, path: (200, chat_body("[B] > [A]" if n == 2 else "B] > [A]"), {}))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    try:
+        p = Prompt.chat("Rank them.", assistant_prefix="[")
+        cont = client(stub.url).generate([p])[0]
+        body = stub.bodies[-1]
+        assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+        assert body["messages"][-1] == {"role": "assistant", "content": "["} and cont.text == "B] > [A]"
+        assert stub.headers[-1].get("Authorization") == "Bearer sk-test"
+        instructed = client(stub.url, prefix_mode="instruct", api_key="other").generate([p])[0]
+        body = stub.bodies[-1]
+        assert "continue_final_message" not in body and body["messages"][-1]["role"] == "user"
+        assert body["messages"][-1]["content"].endswith("Begin your answer with: [")
+        assert instructed.text == "B] > [A]"  # the repeated prefix is stripped
+        assert stub.headers[-1].get("Authorization") == "Bearer other"
+    finally:
+        stub.close()
