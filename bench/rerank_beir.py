@@ -66,7 +66,7 @@ def run(args) -> dict:
 
     data = BeirDataset(args.data_dir)
     queries, qrels = data.queries(args.split), data.qrels(args.split)
-    have = set(qrels.query_ids())
+    have = set(qrels.query_ids)
     judged = [q for q in queries.ids if q in have]
     subset = queries.subset(judged[: args.queries])
     log(f"{len(subset)} queries: {', '.join(subset.ids[:8])}{' ...' if len(subset) > 8 else ''}")
