@@ -18,7 +18,7 @@ from retrievo.errors import ConfigError, ContextLengthError
 from retrievo.index import InvertedIndex
 from retrievo.llm.base import ScriptedLLM
 from retrievo.pipeline import parse
-from retrievo.rerank.first import FIRST, order_by_logprobs
+from retrievo.rerank.first import FIRST, identifiers, order_by_logprobs
 from retrievo.rerank.full import FullRanking
 from retrievo.rerank.listwise import single_token_ids, sliding_windows
 from retrievo.rerank.permutation import numeric_labels, parse_permutation
@@ -397,6 +397,7 @@ def smollm2():
         pytest.skip(f"SmolLM2 cannot be loaded here: {type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_end_to_end_with_smollm2(index, smollm2):
     inp = rankings(n=6, queries=1)
     for stage, passes in ((FIRST(index=index, window=4, stride=2), 2),
@@ -409,3 +410,8 @@ def test_end_to_end_with_smollm2(index, smollm2):
         assert cost.calls >= 1 and cost.prompt_tokens > 0
         if passes is not None:
             assert cost.forward_passes == passes and cost.completion_tokens == 0
+        else:
+            assert cost.calls == 2 and cost.completion_tokens > 0
+    # SmolLM2's tokenizer splits '[A]' into '[' 'A' ']': FIRST forces the '[' and scores the bare letters
+    ids = identifiers(with_llm(FIRST(index=index), smollm2), 20)
+    assert ids.prefix == "[" and ids.candidates[:3] == ("A", "B", "C") and len(set(ids.candidates)) == 20

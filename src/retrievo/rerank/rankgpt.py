@@ -22,7 +22,7 @@ from retrievo.rerank.listwise import ListwiseReranker, Window, check_window, fit
 from retrievo.rerank.permutation import charge_repairs, numeric_labels, parse_permutation
 
 #: generated tokens allowed beyond the permutation itself (a closing word, an end marker)
-ANSWER_MARGIN = 8
+ANSWER_MARGIN = 4
 
 
 def answer_budget(llm, labels) -> int:
