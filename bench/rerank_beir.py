@@ -69,6 +69,7 @@ def run(args) -> dict:
     have = set(qrels.query_ids)
     judged = [q for q in queries.ids if q in have]
     subset = queries.subset(judged[: args.queries])
+    qrels = qrels.subset(subset.ids)  # averages over the subset, not over every judged query
     log(f"{len(subset)} queries: {', '.join(subset.ids[:8])}{' ...' if len(subset) > 8 else ''}")
     with tempfile.TemporaryDirectory() as scratch:
         index = InvertedIndex.build(data.iter_documents(), os.path.join(scratch, "bm25.idx"))
