@@ -40,11 +40,20 @@ from retrievo.index.inverted import InvertedIndex
 from retrievo.pipeline import Retriever, spec_call
 from retrievo.registry import BM25_METHODS
 from retrievo.resources import is_memory_name, resource_name
+from retrievo.retrieve.prune import list_bounds, prunable, search_pruned
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
 METHODS = BM25_METHODS  # the registry's option schema and the retriever share one list
 DEFAULT_K = 1000
+PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
+# "auto" prunes a query when the collection has AUTO_PRUNE_MIN_DOCS documents or more and
+# its k and number of matched terms fall under one of these (k, terms) limits: measured
+# per query on the synthetic corpus of bench/bm25_scale.py (BENCHMARKS.md, "BM25 at scale"),
+# where the pruned kernel is 1.2-2.5x faster below them and slower above (long queries
+# keep a low threshold against the sum of their term bounds, so little can be skipped)
+AUTO_PRUNE_MIN_DOCS = 50_000
+AUTO_PRUNE_LIMITS = ((20, 12), (100, 6))
 
 
 # ---------------------------------------------------------------------------- Lucene norms
@@ -166,6 +175,17 @@ def segment_impacts(index: InvertedIndex, params: BM25Params) -> list[np.ndarray
     return out
 
 
+def _subset_queries(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The flat (offsets, terms, weights) of the queries ``rows`` of a batch."""
+    lengths = (q_ptr[1:] - q_ptr[:-1])[rows]
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    take = np.concatenate([np.arange(q_ptr[r], q_ptr[r + 1]) for r in rows]) if len(rows) else np.empty(0, np.int64)
+    take = take.astype(np.int64)
+    return ptr, q_terms[take], q_weights[take]
+
+
 def default_threads() -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 64))
 
@@ -184,6 +204,7 @@ class BM25(Retriever):
     k: int = DEFAULT_K
     delta: float | None = None
     threads: int | None = None
+    pruning: str = "auto"
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "bm25"
     takes = (Queries, Rankings)
@@ -196,6 +217,8 @@ class BM25(Retriever):
             raise ConfigError(f"k must be >= 0, got {self.k}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.pruning not in PRUNING:
+            raise ConfigError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
         self._arrays()  # impacts now, so the first batch's timing is only search
 
     @classmethod
@@ -230,11 +253,48 @@ class BM25(Retriever):
                     base_post += seg.n_postings
                 docs = np.concatenate(docs_parts) if docs_parts else np.empty(0, np.int32)
                 imps = np.concatenate(impacts) if impacts else np.empty(0, np.float32)
+            self._state.pop("bounds", None)  # bounds of the previous generation's impacts
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
-                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab)
+                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab,
+                               bases=index.bases if len(index.segments) > 1 else np.zeros(2, np.int64))
         return self._state
+
+    def _bounds(self, st: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-list and per-block impact bounds for the pruned kernel, made on first use."""
+        if "bounds" not in st:
+            st["bounds"] = list_bounds(st["indptr"], st["docs"], st["imps"])
+            st["prunable_imps"] = prunable(np.empty(0, np.float32), st["imps"])
+        return st["bounds"]
+
+    def uses_pruning(self, k: int | None = None, n_terms: int | None = None) -> bool:
+        """Whether a query of ``n_terms`` matched terms asking for ``k`` results (default:
+        this stage's k) takes the pruned path: always with ``pruning="on"``, never with
+        ``"off"``; ``"auto"`` follows :data:`AUTO_PRUNE_LIMITS` on collections of at least
+        :data:`AUTO_PRUNE_MIN_DOCS` documents (``n_terms=None`` asks whether any query could).
+        Both paths return the same rankings."""
+        k = self.k if k is None else k
+        if self.pruning != "auto":
+            return self.pruning == "on"
+        if k <= 0 or self._state.get("n_docs", self.index.total_docs) < AUTO_PRUNE_MIN_DOCS:
+            return False
+        return any(k <= max_k and (n_terms is None or n_terms <= max_terms)
+                   for max_k, max_terms in AUTO_PRUNE_LIMITS)
+
+    def _pruned_queries(self, q_ptr: np.ndarray, q_weights: np.ndarray, k: int, st: dict[str, Any]) -> np.ndarray:
+        """Which queries of a batch take the pruned kernel (see :meth:`uses_pruning`)."""
+        n_q = len(q_ptr) - 1
+        if not self.uses_pruning(k):
+            return np.zeros(n_q, dtype=bool)
+        self._bounds(st)
+        if not st["prunable_imps"]:
+            return np.zeros(n_q, dtype=bool)
+        lengths = np.diff(q_ptr)
+        out = np.array([self.uses_pruning(k, int(n)) for n in lengths], dtype=bool)
+        negatives = np.concatenate([[0], np.cumsum(q_weights < 0)])
+        out[negatives[q_ptr[1:]] > negatives[q_ptr[:-1]]] = False  # partial scores must only grow
+        return out
 
     def query_terms(self, text: str) -> Counter[str]:
         """Analysed query terms with their counts (Anserini's bag-of-words boosts)."""
@@ -273,9 +333,31 @@ class BM25(Retriever):
         # setting is changed, so concurrent callers and other numba code are unaffected
         threads = max(1, min(self.threads or default_threads(), len(queries)))
         k = min(self.k, st["n_docs"])
-        out_docs, out_scores, counts = search_postings(
-            q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"],
-            st["by_rank"], k, self._workspace(threads), threads)
+        pruned = self._pruned_queries(q_ptr, q_weights, k, st)
+        kernels = ((search_postings, ~pruned), (search_pruned, pruned)) if pruned.any() else ((search_postings, None),)
+        out_docs = np.empty((len(queries), k), dtype=np.int32)
+        out_scores = np.empty((len(queries), k), dtype=np.float32)
+        counts = np.zeros(len(queries), dtype=np.int64)
+        for kernel, which in kernels:
+            sub_ptr, sub_terms, sub_weights, rows = q_ptr, q_terms, q_weights, None
+            if which is not None:
+                rows = np.flatnonzero(which)
+                if not len(rows):
+                    continue
+                sub_ptr, sub_terms, sub_weights = _subset_queries(q_ptr, q_terms, q_weights, rows)
+            n_threads = max(1, min(threads, len(sub_ptr) - 1))
+            if kernel is search_pruned:
+                res = search_pruned(sub_ptr, sub_terms, sub_weights, st["indptr"], st["bases"], st["docs"],
+                                    st["imps"], self._bounds(st), st["live"], st["id_rank"], st["by_rank"], k,
+                                    self._workspace(threads), n_threads)
+            else:
+                res = search_postings(sub_ptr, sub_terms, sub_weights, st["indptr"], st["docs"], st["imps"],
+                                      st["live"], st["id_rank"], st["by_rank"], k, self._workspace(threads),
+                                      n_threads)
+            if rows is None:
+                out_docs, out_scores, counts = res
+            else:
+                out_docs[rows], out_scores[rows], counts[rows] = res
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]
@@ -340,7 +422,7 @@ class BM25(Retriever):
 
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
-        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None}
+        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None, "pruning": "auto"}
         for key, default in defaults.items():
             if getattr(self, key) != default:
                 params[key] = getattr(self, key)
