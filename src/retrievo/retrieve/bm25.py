@@ -137,42 +137,64 @@ def idf_weights(df: np.ndarray, n: int, method: str) -> np.ndarray:
     return idf.astype(np.float32)
 
 
-def segment_impacts(index: InvertedIndex, params: BM25Params) -> list[np.ndarray]:
-    """Per-posting BM25 contributions (float32) for every segment of ``index``."""
+IMPACT_CHUNK = 1 << 22  # postings per step: temporaries stay ~100 MB whatever the segment size
+
+
+def segment_impacts(index: InvertedIndex, params: BM25Params,
+                    out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per-posting BM25 contributions (float32) for every segment of ``index``, written
+    into ``out`` (one float32 array per segment, e.g. slices of one buffer) when given.
+
+    Computed per segment in steps of :data:`IMPACT_CHUNK` postings read from the
+    memory-mapped segment, so the temporaries stay bounded at any index size; the values
+    do not depend on the step (every operation is element-wise)."""
     stats = index.collection_stats()
     n = stats["doc_count"]
     avgdl = np.float32(stats["sum_doc_len"] / n) if n else np.float32(1.0)
     idf = idf_weights(index.document_frequencies(), n, params.method)
     k1, b = np.float32(params.k1), np.float32(params.b)
-    out = []
     if params.method == "lucene":
         table = lucene_length_table()
         cache = (np.float32(1) / (k1 * ((np.float32(1) - b) + b * table / avgdl))).astype(np.float32)
-    for seg in index.segments:
-        term = seg.term_ids_of_postings()
-        tf = np.asarray(seg.tfs).astype(np.float32)
-        w = idf[term]
-        docs = np.asarray(seg.docs)
+    results = []
+    for s, seg in enumerate(index.segments):
+        dest = np.empty(seg.n_postings, dtype=np.float32) if out is None else out[s]
+        indptr = np.asarray(seg.indptr, dtype=np.int64)
         if params.method == "lucene":
-            inv_norm = cache[lucene_encode_lengths(np.asarray(seg.doclen))][docs]
-            imp = w - w / (np.float32(1) + tf * inv_norm)
+            doc_inv_norm = cache[lucene_encode_lengths(np.asarray(seg.doclen))]
         else:
-            dl = np.asarray(seg.doclen).astype(np.float64)[docs]
-            lnorm = 1 - params.b + params.b * dl / float(avgdl)
-            tf64 = tf.astype(np.float64)
-            delta = params.effective_delta
-            if params.method == "bm25l":
-                c = tf64 / lnorm
-                part = (params.k1 + 1) * (c + delta) / (params.k1 + c + delta)
-            elif params.method == "bm25+":
-                part = (params.k1 + 1) * tf64 / (params.k1 * lnorm + tf64) + delta
-            elif params.method == "atire":
-                part = tf64 * (params.k1 + 1) / (tf64 + params.k1 * lnorm)
-            else:  # robertson
-                part = tf64 / (tf64 + params.k1 * lnorm)
-            imp = w.astype(np.float64) * part
-        out.append(np.ascontiguousarray(imp, dtype=np.float32))
-    return out
+            doc_len = np.asarray(seg.doclen).astype(np.float64)
+        for lo in range(0, seg.n_postings, IMPACT_CHUNK):
+            hi = min(lo + IMPACT_CHUNK, seg.n_postings)
+            # term ids of postings lo..hi: the terms whose ranges overlap it, repeated
+            t_lo = int(np.searchsorted(indptr, lo, side="right")) - 1
+            t_hi = int(np.searchsorted(indptr, hi - 1, side="right")) - 1
+            spans = np.diff(np.clip(indptr[t_lo:t_hi + 2], lo, hi))
+            term = np.repeat(np.arange(t_lo, t_hi + 1, dtype=np.int64), spans)
+            tf = np.asarray(seg.tfs[lo:hi]).astype(np.float32)
+            w = idf[term]
+            docs = np.asarray(seg.docs[lo:hi])
+            if params.method == "lucene":
+                inv_norm = doc_inv_norm[docs]
+                imp = w - w / (np.float32(1) + tf * inv_norm)
+            else:
+                dl = doc_len[docs]
+                lnorm = 1 - params.b + params.b * dl / float(avgdl)
+                tf64 = tf.astype(np.float64)
+                delta = params.effective_delta
+                if params.method == "bm25l":
+                    c = tf64 / lnorm
+                    part = (params.k1 + 1) * (c + delta) / (params.k1 + c + delta)
+                elif params.method == "bm25+":
+                    part = (params.k1 + 1) * tf64 / (params.k1 * lnorm + tf64) + delta
+                elif params.method == "atire":
+                    part = tf64 * (params.k1 + 1) / (tf64 + params.k1 * lnorm)
+                else:  # robertson
+                    part = tf64 / (tf64 + params.k1 * lnorm)
+                imp = w.astype(np.float64) * part
+            dest[lo:hi] = imp
+        results.append(dest)
+    return results
 
 
 def _subset_queries(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
@@ -235,24 +257,32 @@ class BM25(Retriever):
         key = (id(self.index), self.index.version)
         if self._state.get("key") != key:
             index = self.index
-            impacts = segment_impacts(index, self.params)
             v = index.vocab_size
             if len(index.segments) == 1 and index.segments[0].vocab_size == v:
                 seg = index.segments[0]
                 indptr = np.asarray(seg.indptr)[None, :]
                 docs = np.asarray(seg.docs)
-                imps = impacts[0]
+                imps = segment_impacts(index, self.params)[0]
             else:
+                # one buffer each for documents and impacts, filled segment by segment
+                # (no per-segment copies concatenated afterwards)
+                total = sum(seg.n_postings for seg in index.segments)
                 indptr = np.zeros((max(len(index.segments), 1), v + 1), dtype=np.int64)
-                docs_parts, base_post = [], 0
+                docs = np.empty(total, dtype=np.int32)
+                imps = np.empty(total, dtype=np.float32)
+                views, base_post = [], 0
                 for s, (seg, base) in enumerate(zip(index.segments, index.bases[:-1])):
                     ip = np.asarray(seg.indptr)
                     indptr[s, : len(ip)] = ip + base_post
                     indptr[s, len(ip):] = ip[-1] + base_post
-                    docs_parts.append((np.asarray(seg.docs) + int(base)).astype(np.int32))
-                    base_post += seg.n_postings
-                docs = np.concatenate(docs_parts) if docs_parts else np.empty(0, np.int32)
-                imps = np.concatenate(impacts) if impacts else np.empty(0, np.float32)
+                    end = base_post + seg.n_postings
+                    for lo in range(0, seg.n_postings, IMPACT_CHUNK):
+                        hi = min(lo + IMPACT_CHUNK, seg.n_postings)
+                        np.add(seg.docs[lo:hi], np.int32(base), out=docs[base_post + lo:base_post + hi],
+                               dtype=np.int32, casting="unsafe")
+                    views.append(imps[base_post:end])
+                    base_post = end
+                segment_impacts(index, self.params, out=views)
             self._state.pop("bounds", None)  # bounds of the previous generation's impacts
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
