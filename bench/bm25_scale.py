@@ -420,6 +420,38 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+PLOTTED = (("index_s", "index s (1 worker)"), ("peak_rss_mb", "peak RSS MB (build)"), ("index_mb", "index MB"),
+           ("qps_k10", "q/s top-10"), ("qps_k10_exhaustive", "q/s top-10, exhaustive"),
+           ("qps_k1000", "q/s top-1000"))
+
+
+def plot(results: dict, path: Path, command: str) -> None:
+    """One log-log panel per figure against collection size, a line per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(int(n) for n in results if n.isdigit())
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7))
+    for ax, (key, title) in zip(axes.flat, PLOTTED):
+        for system in ("retrievo", "bm25s"):
+            pts = [(n, results[str(n)][system].get(key)) for n in sizes if system in results[str(n)]]
+            pts = [(n, v) for n, v in pts if v]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=system)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("documents")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(command, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    log(f"plot written to {path}")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--docs", default="100000,300000,1000000", help="comma-separated collection sizes")
@@ -430,6 +462,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--data", default=str(SHARED), help="the shared data folder")
     p.add_argument("--no-scifact", action="store_true", help="skip the single-core SciFact indexing comparison")
+    p.add_argument("--plot", help="write a log-log plot of each figure against size to this PNG")
+    p.add_argument("--from-json", help="re-print the table (and --plot) from a saved --json output; runs nothing")
     p.add_argument("--worker", choices=sorted(TASKS), help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -447,6 +481,12 @@ def main(argv=None) -> None:
         Path(args.result_file).write_text(json.dumps(TASKS[args.worker](args)))
         return
     command = "python bench/bm25_scale.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        print(markdown(results, command))
+        if args.plot:
+            plot(results, Path(args.plot), command)
+        return
     log(f"command: {command}")
     log(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, load {os.getloadavg()}")
@@ -464,6 +504,8 @@ def main(argv=None) -> None:
         if own_tmp:
             shutil.rmtree(args.workdir, ignore_errors=True)
     log(markdown(results, command))
+    if args.plot:
+        plot(results, Path(args.plot), command)
     if args.json:
         print(json.dumps(results, indent=1), flush=True)
 

@@ -13,8 +13,11 @@ like bm25s), ``atire``, and Lv & Zhai's lower-bounded ``bm25l`` and ``bm25+``, w
 with their tf=0 value, which shifts rankings; we keep the papers' definition).
 
 Scores depend on collection statistics, so per-posting impacts are computed from the
-index's raw term frequencies when the retriever is created (vectorised numpy, O(postings))
-and summed by the numba kernel in :mod:`retrievo.retrieve.topk`.
+index's raw term frequencies when the retriever is created (vectorised numpy, O(postings),
+per segment in bounded steps) and summed by the numba kernel in
+:mod:`retrievo.retrieve.topk`, or, for small k, by the exact dynamic-pruning kernel in
+:mod:`retrievo.retrieve.prune` (``pruning="auto"``, see :meth:`BM25.uses_pruning`;
+``"on"``/``"off"`` force either): both return the same rankings, bit for bit.
 
 Queries with weighted terms (:attr:`Queries.terms`, e.g. from RM3) are scored as Lucene
 scores a ``BooleanQuery`` of ``BoostQuery(TermQuery)`` clauses: each term's impact times
