@@ -135,6 +135,15 @@ def _renumbering(segments: list[Segment], lives: list[np.ndarray | None]) -> tup
     return renumber, doclen
 
 
+def _read(arr: np.ndarray, a: int, b: int) -> np.ndarray:
+    """``arr[a:b]`` as an ordinary array. From a memory-mapped file it is read (``read``,
+    not a mapping), so the merge's resident memory stays the chunk it works on instead of
+    growing with every page of the input it has mapped in."""
+    if isinstance(arr, np.memmap) and getattr(arr, "filename", None) and arr.ndim == 1:
+        return np.fromfile(arr.filename, dtype=arr.dtype, count=b - a, offset=arr.offset + a * arr.itemsize)
+    return np.asarray(arr[a:b])
+
+
 def _padded_indptr(seg: Segment, vocab_size: int) -> np.ndarray:
     ip = np.asarray(seg.indptr, dtype=np.int64)
     out = np.full(vocab_size + 1, ip[-1], dtype=np.int64)
@@ -158,7 +167,7 @@ def write_merged_segment(segments: list[Segment], lives: list[np.ndarray | None]
             continue
         for a in range(0, seg.n_postings, chunk_postings):  # live postings per term, in chunks
             b = min(a + chunk_postings, seg.n_postings)
-            keep = new_num[np.asarray(seg.docs[a:b])] >= 0
+            keep = new_num[_read(seg.docs, a, b)] >= 0
             terms = np.searchsorted(ip, np.arange(a, b, dtype=np.int64)[keep], side="right") - 1
             counts += np.bincount(terms, minlength=vocab_size)
     indptr = np.zeros(vocab_size + 1, dtype=np.int64)
@@ -184,10 +193,10 @@ def write_merged_segment(segments: list[Segment], lives: list[np.ndarray | None]
                     a, b = int(ip[t0]), int(ip[t1])
                     if a == b:
                         continue
-                    new = new_num[np.asarray(seg.docs[a:b])]
+                    new = new_num[_read(seg.docs, a, b)]
                     keep = new >= 0
                     docs_parts.append(new[keep].astype(np.int32))
-                    tf_parts.append(np.asarray(seg.tfs[a:b])[keep].astype(np.int32))
+                    tf_parts.append(_read(seg.tfs, a, b)[keep].astype(np.int32))
                     term_parts.append(np.repeat(np.arange(t0, t1, dtype=np.int32), np.diff(ip[t0:t1 + 1]))[keep])
                 if not docs_parts:
                     continue
