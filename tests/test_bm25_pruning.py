@@ -100,7 +100,7 @@ def test_automatic_choice(scifact, scifact_index, monkeypatch):
     assert auto.uses_pruning() and auto.uses_pruning(10, 3) and not auto.uses_pruning(10, 30)
     assert not auto.uses_pruning(1000)
     lengths = np.diff(auto._query_terms(queries, auto._arrays()["vocab"])[0])
-    assert (lengths <= 12).any() and (lengths > 12).any()  # both kernels run in this batch
+    assert (lengths <= 5).any() and (lengths > 5).any()  # both kernels run in this batch
     assert_same(auto(queries), BM25(scifact_index, k=10, pruning="off")(queries))
     assert BM25(scifact_index, k=10, pruning="on").uses_pruning(10, 99)
     assert not BM25(scifact_index, k=10, pruning="off").uses_pruning(10, 1)

@@ -39,10 +39,11 @@ Exactness (same ids, same scores, same tie-breaks as the exhaustive kernel):
   (:func:`prunable`).
 
 How much is skipped depends on the data: on the synthetic corpus of
-``bench/bm25_scale.py`` (words drawn independently), a top-10 needs about a quarter of the
-postings even at the final threshold, and the pruned kernel wins 1.2-2.5x on queries of
-up to ~12 terms and loses on longer ones, hence the automatic choice in
-:class:`~retrievo.retrieve.bm25.BM25` (BENCHMARKS.md).
+``bench/bm25_scale.py`` (words drawn independently, so a top-10 document matches only two
+or three query terms), a quarter of a query's postings are essential even at the final
+threshold; the pruned kernel wins about 1.3x on queries of up to 5 terms and loses on
+longer ones, hence the automatic choice in :class:`~retrievo.retrieve.bm25.BM25`
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -231,10 +232,10 @@ def _query(qt, qw, indptr, bases, docs, imps, term_max, block_ptr, block_max, bl
         for s in range(n_seg):
             for p in range(indptr[s, t], indptr[s, t + 1]):
                 d = docs[p]
-                if mark[d] == 0:
-                    mark[d] = 1
-                    touched[n_touched] = d
-                    n_touched += 1
+                touched[n_touched] = d  # branch-free append at a document's first posting
+                first = mark[d] == 0
+                n_touched += first
+                mark[d] += first
                 v = acc[d] + w * imps[p]
                 acc[d] = v
                 if mark[d] == 2:  # already in the heap: raise its value there
@@ -264,24 +265,27 @@ def _query(qt, qw, indptr, bases, docs, imps, term_max, block_ptr, block_max, bl
         thr2 = _lower_threshold(np.min(hv))
         if thr2 > thr:
             thr = thr2
-    # candidates that can still reach the threshold, in document order; buffers reset
+    # candidates that can still reach the threshold, in document order, found in the same
+    # pass that resets the buffers (one random access per touched document): each is
+    # keyed (document << 32 | its slot) and its partial score kept in the slot
+    slot = np.empty(n_touched, dtype=np.float64)
     n_c = 0
     for x in range(n_touched):
         d = touched[x]
-        if ((not use_live) or live[d]) and not _below(acc[d] + rem[i0], thr):
-            keys[n_c] = np.uint64(d)
+        v = acc[d]
+        acc[d] = 0.0
+        mark[d] = 0
+        if ((not use_live) or live[d]) and not _below(v + rem[i0], thr):
+            keys[n_c] = (np.uint64(d) << np.uint64(32)) | np.uint64(n_c)
+            slot[n_c] = v
             n_c += 1
     _radix_sort(keys[:n_c], tmp)
     cand = np.empty(n_c, dtype=np.int64)
     part = np.empty(n_c, dtype=np.float64)
     for x in range(n_c):
-        d = np.int64(keys[x])
-        cand[x] = d
-        part[x] = acc[d]
-    for x in range(n_touched):
-        d = touched[x]
-        acc[d] = 0.0
-        mark[d] = 0
+        key = keys[x]
+        cand[x] = np.int64(key >> np.uint64(32))
+        part[x] = slot[np.int64(key & np.uint64(0xFFFFFFFF))]
     # 4. the remaining lists are read for the candidates only: merged with the candidate
     #    list when it is dense, else probed per candidate, a block's bound first (its last
     #    document says which block could hold the candidate), then the block
