@@ -146,3 +146,14 @@ def test_property_pruned_equals_exhaustive(texts, queries, k, segment_docs, dele
     qs = Queries([f"q{i}" for i in range(len(queries))], [" ".join(q) for q in queries],
                  terms=[{w: float(1 + (j % 2)) for j, w in enumerate(q)} for q in queries] if weighted else None)
     check(index, qs, ks=(k,), method=method)
+
+
+def test_every_document_touched_by_every_term():
+    """The touched list fills up (every document matches every term): the branch-free
+    append writes one slot past the last document, which the workspace must hold."""
+    docs = [Document(f"d{i}", "alpha beta " + "gamma " * (i % 4)) for i in range(40)]
+    index = InvertedIndex.build(docs, workers=1)
+    queries = Queries(["q1", "q2"], ["alpha beta", "beta alpha gamma"])
+    for k in (1, 5, 40):
+        check(index, queries, ks=(k,))
+        assert len(BM25(index, k=k, pruning="off")(queries)[0]) == k

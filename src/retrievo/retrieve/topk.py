@@ -249,7 +249,8 @@ class Workspace:
         self.n_docs, self.threads = n_docs, threads
         self.acc = np.zeros((threads, n_docs), dtype=np.float64)
         self.mark = np.zeros((threads, n_docs), dtype=np.uint8)
-        self.touched = np.empty((threads, n_docs), dtype=np.int32)
+        # one spare slot: the branch-free append writes one past the last touched document
+        self.touched = np.empty((threads, n_docs + 1), dtype=np.int32)
         self.keys = np.empty((threads, n_docs), dtype=np.uint64)
         self.tmp = np.empty((threads, n_docs), dtype=np.uint64)
         self.hist = np.zeros((threads, 2048), dtype=np.int64)
