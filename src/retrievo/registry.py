@@ -271,6 +271,8 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("k", "int", 1000, "results per query", min=1),
             Option("delta", "float", None, "lower bound of bm25l / bm25+ (0.5 / 1.0 by default)", min=0),
             Option("threads", "int", None, "search threads (default: all cores)", min=1),
+            Option("pruning", "choice", "auto", "exact dynamic pruning (block-max MaxScore): auto = for small k, "
+                   "on/off force it; results are identical either way", choices=("auto", "on", "off")),
             _INDEX,
         ),
         takes=("queries", "rankings"),

@@ -39,7 +39,7 @@ from retrievo.index.atomic import disk_full_named, fsync_dir, hash_array, hash_b
 from retrievo.index.base import DocumentNumbering
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
-from retrievo.index.segment import Segment, merge_segments
+from retrievo.index.segment import Segment, merge_segments, write_merged_segment
 from retrievo.text import Analyzer, get_analyzer
 from retrievo.types import Document
 
@@ -198,9 +198,9 @@ class InvertedIndex(DocumentNumbering):
         """Index ``documents`` (any iterable of :class:`Document`, consumed once, streaming).
 
         With ``path`` the index is written there: segments are flushed every
-        ``segment_docs`` documents so memory stays bounded, then merged into one (the merge
-        holds all postings in memory; ``merge=False`` keeps the segments, which search
-        equally well, for collections too large for that). An existing index at ``path`` is
+        ``segment_docs`` documents so memory stays bounded, then merged into one (streamed
+        term range by term range, so the merge is bounded too; ``merge=False`` keeps the
+        segments, which search equally well). An existing index at ``path`` is
         replaced only when the new one is complete.
         ``workers`` processes analyse text (default: one per core; 1 = in-process).
         """
@@ -296,14 +296,15 @@ class InvertedIndex(DocumentNumbering):
     def _compact(self, folder: Path | None) -> None:
         """Replace all segments and document parts by one of each, without deleted documents."""
         name = uuid.uuid4().hex[:16]
-        seg = merge_segments(self.segments, self.lives, f"seg-{name}", self.vocab_size)
         part = merge_parts(self.doc_parts, self.lives, f"part-{name}",
                            None if folder is None else folder / DOCS_FOLDER)
-        if folder is not None:
+        if folder is None:
+            seg = merge_segments(self.segments, self.lives, f"seg-{name}", self.vocab_size)
+        else:  # streamed from the memory-mapped segments: memory stays bounded
             lifecycle.fault_point("merge.after_part")
-            seg.write(folder / SEGMENTS_FOLDER)
+            seg = write_merged_segment(self.segments, self.lives, f"seg-{name}", self.vocab_size,
+                                       folder / SEGMENTS_FOLDER)
             lifecycle.fault_point("merge.after_segment")
-            seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
         self.segments, self.lives, self.doc_parts = [seg], [None], [part]
         self._invalidate()
 

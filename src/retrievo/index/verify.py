@@ -40,6 +40,7 @@ from retrievo.index import lifecycle
 from retrievo.index.atomic import TMP_MARK
 
 _CHUNK = 1 << 20
+_POSTINGS_STEP = 1 << 22  # postings per step of the structural checks
 
 
 def file_sha256(path: Path) -> str:
@@ -55,7 +56,7 @@ def file_sha256(path: Path) -> str:
 def segment_problems(seg: Any, vocab_size: int, where: str) -> list[str]:
     """Structural problems of a lexical segment (empty list when sound); vectorised."""
     indptr, docs, tfs, doclen = (np.asarray(seg.indptr), np.asarray(seg.docs), np.asarray(seg.tfs),
-                                 np.asarray(seg.doclen))
+                                 np.asarray(seg.doclen))  # views: memory-mapped segments stay mapped
     for name, arr in (("indptr", indptr), ("docs", docs), ("tfs", tfs), ("doclen", doclen)):
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             return [f"{where}: {name} is not a 1-d integer array (shape {arr.shape}, dtype {arr.dtype})"]
@@ -71,23 +72,33 @@ def segment_problems(seg: Any, vocab_size: int, where: str) -> list[str]:
         return out
     if len(indptr) > 1 and bool((np.diff(indptr) < 0).any()):
         return out + [f"{where}: indptr decreases (postings of a term would run backwards)"]
-    if postings:
-        if int(docs.min()) < 0 or int(docs.max()) >= n:
+    # postings are checked in steps of _POSTINGS_STEP, so the temporaries stay bounded
+    # whatever the segment's size (an index of millions of documents opens in bounded memory)
+    sums = np.zeros(n, dtype=np.float64)
+    starts = indptr[1:-1]
+    starts = np.unique(starts[(starts > 0) & (starts < postings)])
+    low_tf = unordered = False
+    for a in range(0, postings, _POSTINGS_STEP):
+        b = min(a + _POSTINGS_STEP, postings)
+        d = np.asarray(docs[max(a - 1, 0):b])
+        if int(d.min()) < 0 or int(d.max()) >= n:
             return out + [f"{where}: document numbers outside [0, {n})"]
-        if int(tfs.min()) < 1:
-            out.append(f"{where}: a term frequency is below 1")
-        bad = np.diff(docs) <= 0  # no overflow: every number was just checked to lie in [0, n)
-        starts = indptr[1:-1]
-        starts = starts[(starts > 0) & (starts < postings)]
-        bad[starts - 1] = False  # a new term may start at any document
-        if bool(bad.any()):
-            out.append(f"{where}: document numbers do not ascend within a term")
+        t = np.asarray(tfs[a:b])
+        low_tf = low_tf or int(t.min()) < 1
+        # positions p where docs[p] <= docs[p-1] (no overflow: numbers lie in [0, n));
+        # a new term may start at any document
+        p = np.flatnonzero(np.diff(d) <= 0) + max(a, 1)
+        unordered = unordered or not bool(np.isin(p, starts, assume_unique=False).all())
+        if not low_tf and not unordered:
+            sums += np.bincount(d[1:] if a else d, weights=t, minlength=n)
+    if low_tf:
+        out.append(f"{where}: a term frequency is below 1")
+    if unordered:
+        out.append(f"{where}: document numbers do not ascend within a term")
     if n and int(doclen.min()) < 0:
         out.append(f"{where}: a document length is negative")
-    if not out:
-        sums = np.bincount(docs, weights=tfs, minlength=n) if postings else np.zeros(n)
-        if not np.array_equal(sums, doclen):  # exact: integer sums far below 2**53
-            out.append(f"{where}: term frequencies do not add up to the recorded document lengths")
+    if not out and not np.array_equal(sums, doclen):  # exact: integer sums far below 2**53
+        out.append(f"{where}: term frequencies do not add up to the recorded document lengths")
     return out
 
 

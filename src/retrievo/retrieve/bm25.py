@@ -13,8 +13,11 @@ like bm25s), ``atire``, and Lv & Zhai's lower-bounded ``bm25l`` and ``bm25+``, w
 with their tf=0 value, which shifts rankings; we keep the papers' definition).
 
 Scores depend on collection statistics, so per-posting impacts are computed from the
-index's raw term frequencies when the retriever is created (vectorised numpy, O(postings))
-and summed by the numba kernel in :mod:`retrievo.retrieve.topk`.
+index's raw term frequencies when the retriever is created (vectorised numpy, O(postings),
+per segment in bounded steps) and summed by the numba kernel in
+:mod:`retrievo.retrieve.topk`, or, for small k, by the exact dynamic-pruning kernel in
+:mod:`retrievo.retrieve.prune` (``pruning="auto"``, see :meth:`BM25.uses_pruning`;
+``"on"``/``"off"`` force either): both return the same rankings, bit for bit.
 
 Queries with weighted terms (:attr:`Queries.terms`, e.g. from RM3) are scored as Lucene
 scores a ``BooleanQuery`` of ``BoostQuery(TermQuery)`` clauses: each term's impact times
@@ -40,11 +43,22 @@ from retrievo.index.inverted import InvertedIndex
 from retrievo.pipeline import Retriever, spec_call
 from retrievo.registry import BM25_METHODS
 from retrievo.resources import is_memory_name, resource_name
+from retrievo.retrieve.prune import list_bounds, prunable, search_pruned
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
 METHODS = BM25_METHODS  # the registry's option schema and the retriever share one list
 DEFAULT_K = 1000
+PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
+# "auto" prunes a query when the collection has AUTO_PRUNE_MIN_DOCS documents or more and
+# its k and number of matched terms fall under one of these (k, terms) limits. Measured
+# per query (CPU time, best of 3) on the 1M-document synthetic corpus of bench/bm25_scale.py
+# (BENCHMARKS.md, "BM25 at scale"): at k=10 the pruned kernel is 1.3x faster than the
+# exhaustive one on queries of 3-5 terms, 0.84x on 6-9 and 0.4-0.5x on longer ones (a
+# long query keeps a low threshold against the sum of its term bounds, so little is
+# skipped, and the exhaustive kernel's one tight pass wins)
+AUTO_PRUNE_MIN_DOCS = 50_000
+AUTO_PRUNE_LIMITS = ((20, 5),)
 
 
 # ---------------------------------------------------------------------------- Lucene norms
@@ -128,42 +142,75 @@ def idf_weights(df: np.ndarray, n: int, method: str) -> np.ndarray:
     return idf.astype(np.float32)
 
 
-def segment_impacts(index: InvertedIndex, params: BM25Params) -> list[np.ndarray]:
-    """Per-posting BM25 contributions (float32) for every segment of ``index``."""
+IMPACT_CHUNK = 1 << 22  # postings per step: temporaries stay ~100 MB whatever the segment size
+
+
+def segment_impacts(index: InvertedIndex, params: BM25Params,
+                    out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per-posting BM25 contributions (float32) for every segment of ``index``, written
+    into ``out`` (one float32 array per segment, e.g. slices of one buffer) when given.
+
+    Computed per segment in steps of :data:`IMPACT_CHUNK` postings read from the
+    memory-mapped segment, so the temporaries stay bounded at any index size; the values
+    do not depend on the step (every operation is element-wise)."""
     stats = index.collection_stats()
     n = stats["doc_count"]
     avgdl = np.float32(stats["sum_doc_len"] / n) if n else np.float32(1.0)
     idf = idf_weights(index.document_frequencies(), n, params.method)
     k1, b = np.float32(params.k1), np.float32(params.b)
-    out = []
     if params.method == "lucene":
         table = lucene_length_table()
         cache = (np.float32(1) / (k1 * ((np.float32(1) - b) + b * table / avgdl))).astype(np.float32)
-    for seg in index.segments:
-        term = seg.term_ids_of_postings()
-        tf = np.asarray(seg.tfs).astype(np.float32)
-        w = idf[term]
-        docs = np.asarray(seg.docs)
+    results = []
+    for s, seg in enumerate(index.segments):
+        dest = np.empty(seg.n_postings, dtype=np.float32) if out is None else out[s]
+        indptr = np.asarray(seg.indptr, dtype=np.int64)
         if params.method == "lucene":
-            inv_norm = cache[lucene_encode_lengths(np.asarray(seg.doclen))][docs]
-            imp = w - w / (np.float32(1) + tf * inv_norm)
+            doc_inv_norm = cache[lucene_encode_lengths(np.asarray(seg.doclen))]
         else:
-            dl = np.asarray(seg.doclen).astype(np.float64)[docs]
-            lnorm = 1 - params.b + params.b * dl / float(avgdl)
-            tf64 = tf.astype(np.float64)
-            delta = params.effective_delta
-            if params.method == "bm25l":
-                c = tf64 / lnorm
-                part = (params.k1 + 1) * (c + delta) / (params.k1 + c + delta)
-            elif params.method == "bm25+":
-                part = (params.k1 + 1) * tf64 / (params.k1 * lnorm + tf64) + delta
-            elif params.method == "atire":
-                part = tf64 * (params.k1 + 1) / (tf64 + params.k1 * lnorm)
-            else:  # robertson
-                part = tf64 / (tf64 + params.k1 * lnorm)
-            imp = w.astype(np.float64) * part
-        out.append(np.ascontiguousarray(imp, dtype=np.float32))
-    return out
+            doc_len = np.asarray(seg.doclen).astype(np.float64)
+        for lo in range(0, seg.n_postings, IMPACT_CHUNK):
+            hi = min(lo + IMPACT_CHUNK, seg.n_postings)
+            # term ids of postings lo..hi: the terms whose ranges overlap it, repeated
+            t_lo = int(np.searchsorted(indptr, lo, side="right")) - 1
+            t_hi = int(np.searchsorted(indptr, hi - 1, side="right")) - 1
+            spans = np.diff(np.clip(indptr[t_lo:t_hi + 2], lo, hi))
+            term = np.repeat(np.arange(t_lo, t_hi + 1, dtype=np.int64), spans)
+            tf = np.asarray(seg.tfs[lo:hi]).astype(np.float32)
+            w = idf[term]
+            docs = np.asarray(seg.docs[lo:hi])
+            if params.method == "lucene":
+                inv_norm = doc_inv_norm[docs]
+                imp = w - w / (np.float32(1) + tf * inv_norm)
+            else:
+                dl = doc_len[docs]
+                lnorm = 1 - params.b + params.b * dl / float(avgdl)
+                tf64 = tf.astype(np.float64)
+                delta = params.effective_delta
+                if params.method == "bm25l":
+                    c = tf64 / lnorm
+                    part = (params.k1 + 1) * (c + delta) / (params.k1 + c + delta)
+                elif params.method == "bm25+":
+                    part = (params.k1 + 1) * tf64 / (params.k1 * lnorm + tf64) + delta
+                elif params.method == "atire":
+                    part = tf64 * (params.k1 + 1) / (tf64 + params.k1 * lnorm)
+                else:  # robertson
+                    part = tf64 / (tf64 + params.k1 * lnorm)
+                imp = w.astype(np.float64) * part
+            dest[lo:hi] = imp
+        results.append(dest)
+    return results
+
+
+def _subset_queries(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The flat (offsets, terms, weights) of the queries ``rows`` of a batch."""
+    lengths = (q_ptr[1:] - q_ptr[:-1])[rows]
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    take = np.concatenate([np.arange(q_ptr[r], q_ptr[r + 1]) for r in rows]) if len(rows) else np.empty(0, np.int64)
+    take = take.astype(np.int64)
+    return ptr, q_terms[take], q_weights[take]
 
 
 def default_threads() -> int:
@@ -184,6 +231,7 @@ class BM25(Retriever):
     k: int = DEFAULT_K
     delta: float | None = None
     threads: int | None = None
+    pruning: str = "auto"
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "bm25"
     takes = (Queries, Rankings)
@@ -196,6 +244,8 @@ class BM25(Retriever):
             raise ConfigError(f"k must be >= 0, got {self.k}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.pruning not in PRUNING:
+            raise ConfigError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
         self._arrays()  # impacts now, so the first batch's timing is only search
 
     @classmethod
@@ -212,29 +262,74 @@ class BM25(Retriever):
         key = (id(self.index), self.index.version)
         if self._state.get("key") != key:
             index = self.index
-            impacts = segment_impacts(index, self.params)
             v = index.vocab_size
             if len(index.segments) == 1 and index.segments[0].vocab_size == v:
                 seg = index.segments[0]
                 indptr = np.asarray(seg.indptr)[None, :]
                 docs = np.asarray(seg.docs)
-                imps = impacts[0]
+                imps = segment_impacts(index, self.params)[0]
             else:
+                # one buffer each for documents and impacts, filled segment by segment
+                # (no per-segment copies concatenated afterwards)
+                total = sum(seg.n_postings for seg in index.segments)
                 indptr = np.zeros((max(len(index.segments), 1), v + 1), dtype=np.int64)
-                docs_parts, base_post = [], 0
+                docs = np.empty(total, dtype=np.int32)
+                imps = np.empty(total, dtype=np.float32)
+                views, base_post = [], 0
                 for s, (seg, base) in enumerate(zip(index.segments, index.bases[:-1])):
                     ip = np.asarray(seg.indptr)
                     indptr[s, : len(ip)] = ip + base_post
                     indptr[s, len(ip):] = ip[-1] + base_post
-                    docs_parts.append((np.asarray(seg.docs) + int(base)).astype(np.int32))
-                    base_post += seg.n_postings
-                docs = np.concatenate(docs_parts) if docs_parts else np.empty(0, np.int32)
-                imps = np.concatenate(impacts) if impacts else np.empty(0, np.float32)
+                    end = base_post + seg.n_postings
+                    for lo in range(0, seg.n_postings, IMPACT_CHUNK):
+                        hi = min(lo + IMPACT_CHUNK, seg.n_postings)
+                        np.add(seg.docs[lo:hi], np.int32(base), out=docs[base_post + lo:base_post + hi],
+                               dtype=np.int32, casting="unsafe")
+                    views.append(imps[base_post:end])
+                    base_post = end
+                segment_impacts(index, self.params, out=views)
+            self._state.pop("bounds", None)  # bounds of the previous generation's impacts
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
-                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab)
+                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab,
+                               bases=index.bases if len(index.segments) > 1 else np.zeros(2, np.int64))
         return self._state
+
+    def _bounds(self, st: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-list and per-block impact bounds for the pruned kernel, made on first use."""
+        if "bounds" not in st:
+            st["bounds"] = list_bounds(st["indptr"], st["docs"], st["imps"])
+            st["prunable_imps"] = prunable(np.empty(0, np.float32), st["imps"])
+        return st["bounds"]
+
+    def uses_pruning(self, k: int | None = None, n_terms: int | None = None) -> bool:
+        """Whether a query of ``n_terms`` matched terms asking for ``k`` results (default:
+        this stage's k) takes the pruned path: always with ``pruning="on"``, never with
+        ``"off"``; ``"auto"`` follows :data:`AUTO_PRUNE_LIMITS` on collections of at least
+        :data:`AUTO_PRUNE_MIN_DOCS` documents (``n_terms=None`` asks whether any query could).
+        Both paths return the same rankings."""
+        k = self.k if k is None else k
+        if self.pruning != "auto":
+            return self.pruning == "on"
+        if k <= 0 or self._state.get("n_docs", self.index.total_docs) < AUTO_PRUNE_MIN_DOCS:
+            return False
+        return any(k <= max_k and (n_terms is None or n_terms <= max_terms)
+                   for max_k, max_terms in AUTO_PRUNE_LIMITS)
+
+    def _pruned_queries(self, q_ptr: np.ndarray, q_weights: np.ndarray, k: int, st: dict[str, Any]) -> np.ndarray:
+        """Which queries of a batch take the pruned kernel (see :meth:`uses_pruning`)."""
+        n_q = len(q_ptr) - 1
+        if not self.uses_pruning(k):
+            return np.zeros(n_q, dtype=bool)
+        self._bounds(st)
+        if not st["prunable_imps"]:
+            return np.zeros(n_q, dtype=bool)
+        lengths = np.diff(q_ptr)
+        out = np.array([self.uses_pruning(k, int(n)) for n in lengths], dtype=bool)
+        negatives = np.concatenate([[0], np.cumsum(q_weights < 0)])
+        out[negatives[q_ptr[1:]] > negatives[q_ptr[:-1]]] = False  # partial scores must only grow
+        return out
 
     def query_terms(self, text: str) -> Counter[str]:
         """Analysed query terms with their counts (Anserini's bag-of-words boosts)."""
@@ -273,9 +368,31 @@ class BM25(Retriever):
         # setting is changed, so concurrent callers and other numba code are unaffected
         threads = max(1, min(self.threads or default_threads(), len(queries)))
         k = min(self.k, st["n_docs"])
-        out_docs, out_scores, counts = search_postings(
-            q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"],
-            st["by_rank"], k, self._workspace(threads), threads)
+        pruned = self._pruned_queries(q_ptr, q_weights, k, st)
+        kernels = ((search_postings, ~pruned), (search_pruned, pruned)) if pruned.any() else ((search_postings, None),)
+        out_docs = np.empty((len(queries), k), dtype=np.int32)
+        out_scores = np.empty((len(queries), k), dtype=np.float32)
+        counts = np.zeros(len(queries), dtype=np.int64)
+        for kernel, which in kernels:
+            sub_ptr, sub_terms, sub_weights, rows = q_ptr, q_terms, q_weights, None
+            if which is not None:
+                rows = np.flatnonzero(which)
+                if not len(rows):
+                    continue
+                sub_ptr, sub_terms, sub_weights = _subset_queries(q_ptr, q_terms, q_weights, rows)
+            n_threads = max(1, min(threads, len(sub_ptr) - 1))
+            if kernel is search_pruned:
+                res = search_pruned(sub_ptr, sub_terms, sub_weights, st["indptr"], st["bases"], st["docs"],
+                                    st["imps"], self._bounds(st), st["live"], st["id_rank"], st["by_rank"], k,
+                                    self._workspace(threads), n_threads)
+            else:
+                res = search_postings(sub_ptr, sub_terms, sub_weights, st["indptr"], st["docs"], st["imps"],
+                                      st["live"], st["id_rank"], st["by_rank"], k, self._workspace(threads),
+                                      n_threads)
+            if rows is None:
+                out_docs, out_scores, counts = res
+            else:
+                out_docs[rows], out_scores[rows], counts[rows] = res
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]
@@ -340,7 +457,7 @@ class BM25(Retriever):
 
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
-        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None}
+        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None, "pruning": "auto"}
         for key, default in defaults.items():
             if getattr(self, key) != default:
                 params[key] = getattr(self, key)

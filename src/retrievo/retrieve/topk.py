@@ -2,9 +2,12 @@
 
 Hand-written because it is the hot loop of lexical retrieval: for every query, add each
 query term's precomputed per-posting impacts into a dense accumulator, remember which
-documents were touched, then select the top ``k`` touched documents. Selection packs (score, id rank) into one
-uint64 per document, finds the top ``k`` with a histogram over the keys' leading bits and
-radix-sorts only those (numba's comparison sort was the slowest step). Unlike a full
+documents were touched (without a branch: whether a posting is a document's first is
+unpredictable), then select the top ``k`` touched documents. Selection packs (score, id
+rank) into one uint64 per document; for small ``k`` one pass keeps the best ``k`` keys in
+a heap, keying a document only when its score reaches the current k-th; otherwise it
+finds the top ``k`` with a histogram over the keys' leading bits and radix-sorts only
+those (numba's comparison sort was the slowest step). Unlike a full
 ``argpartition`` over the whole collection, the work is proportional to the postings read
 plus the documents touched, and buffers are reset sparsely, so a query costs the same on
 a 5k or a 5M document index with the same postings. Ties are broken by a precomputed rank
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+_HEAP_RATIO = 16  # select with a heap when k is at most 1/16 of the touched documents
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -117,57 +122,94 @@ def _top_k_sorted(keys, c, k, tmp, hist):
 
 
 @njit(cache=True, nogil=True)
+def _heap_down(heap, n):
+    # max-heap of keys (the worst kept result on top)
+    x = heap[0]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and heap[c + 1] > heap[c]:
+            c += 1
+        if heap[c] <= x:
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = x
+
+
+@njit(cache=True, nogil=True)
+def _heap_up(heap, n):
+    i = n
+    x = heap[i]
+    while i > 0:
+        up = (i - 1) // 2
+        if heap[up] >= x:
+            break
+        heap[i] = heap[up]
+        i = up
+    heap[i] = x
+
+
+@njit(cache=True, nogil=True)
 def _query(qt, qw, indptr, docs, imps, live, use_live, id_rank, by_rank, k, acc, mark, touched, keys, tmp, hist,
            out_docs, out_scores):
     n_seg = indptr.shape[0]
-    n_docs = acc.shape[0]
-    n_postings = 0
+    # accumulate; a document is appended to `touched` at its first posting without a
+    # branch (the slot is overwritten until the count moves), since whether a posting is
+    # a document's first is unpredictable
+    n_touched = 0
     for j in range(qt.shape[0]):
+        t = qt[j]
+        w = qw[j]
         for s in range(n_seg):
-            n_postings += indptr[s, qt[j] + 1] - indptr[s, qt[j]]
-    c = 0
-    if n_postings * 4 >= n_docs:
-        # dense: branch-free accumulation, then one sequential scan of the collection
-        for j in range(qt.shape[0]):
-            t = qt[j]
-            w = qw[j]
-            for s in range(n_seg):
-                for p in range(indptr[s, t], indptr[s, t + 1]):
-                    d = docs[p]
-                    mark[d] = 1
-                    acc[d] += w * imps[p]
-        for d in range(n_docs):
-            if mark[d]:
-                if (not use_live) or live[d]:
-                    # Lucene sums a document's term scores in double precision, returns a float
-                    keys[c] = _order_key(acc[d], id_rank[d])
-                    c += 1
-                acc[d] = 0.0
-                mark[d] = 0
+            for p in range(indptr[s, t], indptr[s, t + 1]):
+                d = docs[p]
+                touched[n_touched] = d
+                n_touched += 1 - mark[d]
+                mark[d] = 1
+                acc[d] += w * imps[p]
+    if 0 < k and k * _HEAP_RATIO <= n_touched:
+        # small k: one pass keeping the k best keys in a heap; a document is keyed only
+        # when its float32 score reaches the current k-th (mostly not: a predictable branch)
+        n = 0
+        thr = np.float32(-np.inf)
+        for i in range(n_touched):
+            d = touched[i]
+            v = acc[d]
+            acc[d] = 0.0
+            mark[d] = 0
+            if use_live and not live[d]:
+                continue
+            if n < k:
+                keys[n] = _order_key(v, id_rank[d])
+                _heap_up(keys, n)
+                n += 1
+                if n == k:
+                    thr = _key_score(keys[0])
+            elif np.float32(v) >= thr:
+                key = _order_key(v, id_rank[d])
+                if key < keys[0]:
+                    keys[0] = key
+                    _heap_down(keys, n)
+                    thr = _key_score(keys[0])
+        if n == 0:
+            return 0
+        _radix_sort(keys[:n], tmp)
     else:
-        # sparse: remember the touched documents so the reset costs what the query read
-        n_touched = 0
-        for j in range(qt.shape[0]):
-            t = qt[j]
-            w = qw[j]
-            for s in range(n_seg):
-                for p in range(indptr[s, t], indptr[s, t + 1]):
-                    d = docs[p]
-                    if mark[d] == 0:
-                        mark[d] = 1
-                        touched[n_touched] = d
-                        n_touched += 1
-                    acc[d] += w * imps[p]
+        c = 0
         for i in range(n_touched):
             d = touched[i]
             if (not use_live) or live[d]:
+                # Lucene sums a document's term scores in double precision, returns a float
                 keys[c] = _order_key(acc[d], id_rank[d])
                 c += 1
             acc[d] = 0.0
             mark[d] = 0
-    if k == 0 or c == 0:
-        return 0
-    n = _top_k_sorted(keys, c, k, tmp, hist)
+        if k == 0 or c == 0:
+            return 0
+        n = _top_k_sorted(keys, c, k, tmp, hist)
     for i in range(n):
         key = keys[i]
         out_docs[i] = by_rank[np.int64(key & np.uint64(0xFFFFFFFF))]
@@ -207,7 +249,8 @@ class Workspace:
         self.n_docs, self.threads = n_docs, threads
         self.acc = np.zeros((threads, n_docs), dtype=np.float64)
         self.mark = np.zeros((threads, n_docs), dtype=np.uint8)
-        self.touched = np.empty((threads, n_docs), dtype=np.int32)
+        # one spare slot: the branch-free append writes one past the last touched document
+        self.touched = np.empty((threads, n_docs + 1), dtype=np.int32)
         self.keys = np.empty((threads, n_docs), dtype=np.uint64)
         self.tmp = np.empty((threads, n_docs), dtype=np.uint64)
         self.hist = np.zeros((threads, 2048), dtype=np.int64)

@@ -21,8 +21,9 @@ is the chain::
   UTF-16 units; longer words are split, not dropped).
 
 Every stage but tokenization works on one token at a time, so the analyzer
-keeps a cache ``raw token -> final term`` (stemming runs once per distinct
-token).  The cache is cleared when it passes ``CACHE_LIMIT`` entries.
+keeps a cache ``raw token -> final term``, and one ``normalised word -> stem``
+so that case and possessive variants of a word are stemmed once.  Each cache
+is cleared when it passes ``CACHE_LIMIT`` entries.
 
 An analyzer is immutable; :meth:`Analyzer.config` returns a JSON-serialisable
 dict from which :meth:`Analyzer.from_config` rebuilds an equal analyzer
@@ -143,6 +144,7 @@ class Analyzer:
         "_stopset",
         "_stem",
         "_cache",
+        "_stems",
         "_key",
     )
 
@@ -176,6 +178,7 @@ class Analyzer:
         s(self, "_stopset", LUCENE_ENGLISH if sw == "lucene" else frozenset(() if sw == "none" else sw))
         s(self, "_stem", _make_stemmer(st))
         s(self, "_cache", {})
+        s(self, "_stems", {})
         s(self, "_key", json.dumps(self.config(), sort_keys=True, ensure_ascii=False))
 
     # -- immutability / identity ---------------------------------------------
@@ -291,7 +294,14 @@ class Analyzer:
         if t in self._stopset:
             t = ""
         elif self._stem is not None:
-            t = self._stem(t)
+            # stems are cached per normalised word too: "Cell", "CELL" and "cell's" stem once
+            stems = self._stems
+            stemmed = stems.get(t)
+            if stemmed is None:
+                if len(stems) >= self.CACHE_LIMIT:
+                    stems.clear()
+                stemmed = stems[t] = self._stem(t)
+            t = stemmed
         cache[token] = t  # "" marks a stop word
         return t
 
@@ -333,6 +343,7 @@ class Analyzer:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._stems.clear()
 
     @property
     def cache_size(self) -> int:

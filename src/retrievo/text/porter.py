@@ -255,12 +255,22 @@ def _stem_units(word: str) -> str:
     return w.result()
 
 
+# Every rule of every step needs the word to end in one of these letters: step 1 in
+# s / -ed / -ing, step 1c in y, the suffix tables of steps 2-4 and step 5's e / ll
+# all end in them, and a step can only create a new ending after one has applied.
+# A word ending in anything else (a, o, x, a digit, a non-Latin letter...) is its own
+# stem, which spares the rule machinery about one word in five.
+_RULE_ENDINGS = frozenset("sdgylirnmectu")
+
+
 def stem(word: str) -> str:
     """Stem ``word`` exactly like Lucene's ``PorterStemmer.stem(char[], int, int)``.
 
     The input is expected to be lower-cased already (as in ``EnglishAnalyzer``);
     upper-case letters are treated as consonants, like Lucene does.
     """
+    if not word or word[-1] not in _RULE_ENDINGS:
+        return word
     if word.isascii() or max(word) <= "\uffff":
         return _stem_units(word)
     # supplementary characters: work on UTF-16 code units like Java does

@@ -1,0 +1,159 @@
+"""Exact dynamic pruning (:mod:`retrievo.retrieve.prune`): the pruned top-k must be the
+exhaustive top-k — same ids, same float32 scores, same tie-breaks — on the real corpora,
+on a synthetic one, on segmented indexes with deletions, and on random small corpora."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import retrievo.retrieve.bm25 as bm25_module
+from retrievo.data import BeirDataset
+from retrievo.errors import ConfigError
+from retrievo.index import InvertedIndex
+from retrievo.pipeline import parse
+from retrievo.retrieve import BM25
+from retrievo.retrieve.prune import BLOCK, list_bounds
+from retrievo.types import Document, Queries
+
+
+def assert_same(a, b, label=""):
+    assert np.array_equal(a.offsets, b.offsets), label
+    assert np.array_equal(a.doc_ids, b.doc_ids), label
+    assert np.array_equal(a.scores.view(np.uint32), b.scores.view(np.uint32)), label  # bit for bit
+
+
+def check(index, queries, ks=(1, 10, 100, 1000), **options):
+    for k in ks:
+        exhaustive = BM25(index, k=k, pruning="off", **options)(queries)
+        pruned = BM25(index, k=k, pruning="on", **options)(queries)
+        assert_same(pruned, exhaustive, f"k={k} {options}")
+
+
+@pytest.fixture(scope="module")
+def scifact(shared_data):
+    return BeirDataset(shared_data / "scifact")
+
+
+@pytest.fixture(scope="module")
+def scifact_index(scifact):
+    return InvertedIndex.build(scifact.iter_documents(), workers=1)
+
+
+def test_scifact_pruned_equals_exhaustive(scifact, scifact_index):
+    check(scifact_index, scifact.queries("test"))
+
+
+def test_scifact_pruned_equals_exhaustive_for_other_variants_and_threads(scifact, scifact_index):
+    queries = scifact.queries("test")[:100]
+    for method in ("robertson", "bm25+"):
+        check(scifact_index, queries, ks=(10,), method=method)
+    check(scifact_index, queries, ks=(10,), threads=2)
+
+
+def test_cranfield_pruned_equals_exhaustive(shared_data):
+    ds = BeirDataset(shared_data / "cranfield")
+    check(InvertedIndex.build(ds.iter_documents(), workers=1), ds.queries("test"))
+
+
+def test_segmented_index_with_deletions(scifact, tmp_path):
+    docs = list(scifact.iter_documents())[:2500]
+    index = InvertedIndex.build(docs, tmp_path / "idx", segment_docs=400, merge=False, workers=1)
+    assert len(index.segments) == 7
+    index.delete([d.doc_id for d in docs[::7]])
+    check(index, scifact.queries("test")[:150], ks=(1, 10, 50))
+
+
+def test_synthetic_corpus(scifact):
+    """Words drawn independently from SciFact's word distribution (bench/bm25_scale.py's
+    corpus, small): the case where pruning can skip least."""
+    words, counts = np.unique(" ".join(d.text for d in list(scifact.iter_documents())[:1500]).split(),
+                              return_counts=True)
+    rng = np.random.default_rng(3)
+    lengths = np.clip(rng.lognormal(np.log(50), 0.45, 8000).round().astype(int), 4, 300)
+    picks = rng.choice(len(words), size=int(lengths.sum()), p=counts / counts.sum())
+    ends = np.cumsum(lengths)
+    docs = [Document(f"s{i}", " ".join(words[picks[e - n:e]])) for i, (n, e) in enumerate(zip(lengths, ends))]
+    check(InvertedIndex.build(docs, workers=1), scifact.queries("test")[:150], ks=(1, 10, 100))
+
+
+def test_weighted_queries_and_negative_weights(scifact, scifact_index):
+    queries = scifact.queries("test")[:40]
+    weighted = Queries(queries.ids, queries.texts,
+                       terms=[{t: 1.0 + (i % 3) * 0.25 for i, t in enumerate(scifact_index.analyzer(text))}
+                              for text in queries.texts])
+    check(scifact_index, weighted, ks=(10,))
+    negative = Queries(queries.ids, queries.texts,
+                       terms=[{t: (-0.5 if i == 0 else 1.0) for i, t in enumerate(scifact_index.analyzer(text))}
+                              for text in queries.texts])
+    check(scifact_index, negative, ks=(10,))  # falls back to the exhaustive kernel, same answer
+
+
+def test_automatic_choice(scifact, scifact_index, monkeypatch):
+    queries = scifact.queries("test")
+    bm = BM25(scifact_index, k=10)
+    assert not bm.uses_pruning()  # 5k documents: below the size where pruning pays
+    monkeypatch.setattr(bm25_module, "AUTO_PRUNE_MIN_DOCS", 0)
+    auto = BM25(scifact_index, k=10)
+    assert auto.uses_pruning() and auto.uses_pruning(10, 3) and not auto.uses_pruning(10, 30)
+    assert not auto.uses_pruning(1000)
+    lengths = np.diff(auto._query_terms(queries, auto._arrays()["vocab"])[0])
+    assert (lengths <= 5).any() and (lengths > 5).any()  # both kernels run in this batch
+    assert_same(auto(queries), BM25(scifact_index, k=10, pruning="off")(queries))
+    assert BM25(scifact_index, k=10, pruning="on").uses_pruning(10, 99)
+    assert not BM25(scifact_index, k=10, pruning="off").uses_pruning(10, 1)
+
+
+def test_pruning_option_in_specs(scifact_index):
+    stage = parse("bm25(pruning=on) % 10", {"index": scifact_index})
+    assert stage.pruning == "on"
+    assert "pruning='on'" in stage.spec(resources=False) or "pruning=on" in stage.spec(resources=False)
+    assert "pruning" not in BM25(scifact_index).spec(resources=False)
+    with pytest.raises(ConfigError):
+        BM25(scifact_index, pruning="sometimes")
+
+
+def test_list_bounds():
+    indptr = np.array([[0, 3, 3, 200]], dtype=np.int64)
+    docs = np.concatenate([[1, 5, 9], np.arange(197)]).astype(np.int32)
+    imps = np.random.default_rng(0).random(200).astype(np.float32)
+    term_max, block_ptr, block_max, block_last = list_bounds(indptr, docs, imps)
+    assert term_max.shape == (1, 3) and term_max[0, 1] == 0
+    assert term_max[0, 0] == imps[:3].max() and term_max[0, 2] == imps[3:].max()
+    assert block_ptr.tolist() == [[0, 1, 1, 1 + -(-197 // BLOCK)]]
+    assert block_last[0] == 9 and block_last[-1] == 196
+    assert block_max[1] == imps[3:3 + BLOCK].max()
+
+
+# ---------------------------------------------------------------------------- property test
+WORDS = [f"w{i}" for i in range(14)]
+word = st.integers(0, 40).map(lambda i: WORDS[min(i // 3, len(WORDS) - 1)])  # skewed: low ids common
+corpus = st.lists(st.lists(word, min_size=0, max_size=12), min_size=1, max_size=50)
+query = st.lists(word, min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=corpus, queries=st.lists(query, min_size=1, max_size=6), k=st.integers(1, 25),
+       segment_docs=st.integers(1, 30), delete_every=st.integers(0, 5),
+       method=st.sampled_from(["lucene", "robertson", "bm25+"]), weighted=st.booleans())
+def test_property_pruned_equals_exhaustive(texts, queries, k, segment_docs, delete_every, method, weighted):
+    docs = [Document(f"d{i:03d}", " ".join(t)) for i, t in enumerate(texts)]
+    index = InvertedIndex.build(docs, segment_docs=segment_docs, merge=False, workers=1)
+    if delete_every:
+        index.delete([d.doc_id for d in docs[::delete_every]][: max(0, len(docs) - 1)])
+    qs = Queries([f"q{i}" for i in range(len(queries))], [" ".join(q) for q in queries],
+                 terms=[{w: float(1 + (j % 2)) for j, w in enumerate(q)} for q in queries] if weighted else None)
+    check(index, qs, ks=(k,), method=method)
+
+
+def test_every_document_touched_by_every_term():
+    """The touched list fills up (every document matches every term): the branch-free
+    append writes one slot past the last document, which the workspace must hold."""
+    docs = [Document(f"d{i}", "alpha beta " + "gamma " * (i % 4)) for i in range(40)]
+    index = InvertedIndex.build(docs, workers=1)
+    queries = Queries(["q1", "q2"], ["alpha beta", "beta alpha gamma"])
+    for k in (1, 5, 40):
+        check(index, queries, ks=(k,))
+        assert len(BM25(index, k=k, pruning="off")(queries)[0]) == k
