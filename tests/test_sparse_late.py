@@ -186,6 +186,27 @@ def test_lexical_stages_refuse_an_impact_index():
         parse("bm25", {"index": index})
 
 
+def test_stages_index_stored_documents_without_text_as_empty():
+    """A lexical index may hold documents without text (Cranfield has two): the encoders
+    refuse them, the stages encoding an index's documents give them nothing to match."""
+    _splade_or_skip()
+    from retrievo.index import InvertedIndex
+
+    docs = [Document("a", "aspirin and heart attack risk"), Document("e", "   "),
+            Document("b", "microglia in the injured brain")]
+    lexical = InvertedIndex.build(docs)
+    q = Queries.of({"q": "heart attack"})
+    with pytest.warns(UserWarning, match="no text"):
+        ranked = parse("splade(max_length=32)", {"index": lexical})(q)
+    assert ranked[0].doc_ids[0] == "a" and "e" not in set(ranked[0].doc_ids)
+    with pytest.warns(UserWarning, match="no text"):
+        stage = parse("maxsim(max_length=32)", {"index": lexical})
+    mindex = stage.multivectors()
+    assert int(mindex.token_matrices(np.array([mindex.locate("e")]))[1][0]) == 0
+    scores = dict(zip(stage(q)[0].doc_ids, stage(q)[0].scores))
+    assert scores["e"] == 0.0 and scores["a"] > scores["b"] > 0
+
+
 def test_inference_free_queries_are_token_counts():
     enc = _splade_or_skip()
     from retrievo.models.splade import SpladeEncoder
