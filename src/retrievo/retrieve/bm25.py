@@ -239,6 +239,10 @@ class BM25(Retriever):
     def __post_init__(self):
         if not isinstance(self.index, InvertedIndex):
             raise ConfigError(f"bm25 needs an InvertedIndex, got {type(self.index).__name__}")
+        if getattr(self.index, "FORMAT", None) == "retrievo-impacts":
+            raise ConfigError("bm25 cannot score an impact index: its postings hold learned (SPLADE) weights, not "
+                              "term frequencies, so BM25 scores over them are meaningless; search it with the "
+                              "splade stage")
         self.params = BM25Params(float(self.k1), float(self.b), self.method, self.delta)
         if self.k < 0:
             raise ConfigError(f"k must be >= 0, got {self.k}")

@@ -36,9 +36,9 @@ from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
 from retrievo.index.multivectors import MultiVectorIndex
 from retrievo.pipeline import Retriever, charge, spec_call
 from retrievo.resources import is_memory_name, resource_name
-from retrievo.retrieve.dense import _StoreTexts, _live_numbers, default_threads
+from retrievo.retrieve.dense import _live_numbers, default_threads
 from retrievo.retrieve.exact import blas_threads, search_blocks
-from retrievo.retrieve.splade import cache_folder
+from retrievo.retrieve.splade import cache_folder, stored_texts
 from retrievo.types import Queries, Rankings
 
 DEFAULT_K = 1000
@@ -116,9 +116,13 @@ def multivectors_for(lexical: Any, encoder: Any, progress: bool = True, dtype: s
     folder = cache_folder(lexical, f"{identity}|{dtype}", "multivector")
 
     def encode(numbers):
-        texts = _StoreTexts(lexical.docstore, numbers)
+        texts, keep = stored_texts(lexical, numbers, "multi-vector")  # no text: no token vectors (score 0)
         before = encoder.truncated
-        tokens, lengths = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        if not keep:
+            return np.empty((0, encoder.dim), np.float32), lengths, 0
+        tokens, kept_lengths = encoder.encode_documents([texts[i] for i in keep], progress=progress)
+        lengths[keep] = kept_lengths
         return tokens, lengths, encoder.truncated - before
 
     meta = dict(model=identity, model_spec=str(encoder.spec), source=str(lexical.identity), dtype=dtype)

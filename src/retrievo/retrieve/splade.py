@@ -59,10 +59,38 @@ def cache_folder(lexical: Any, identity: str, kind: str) -> Path | None:
     return None if root is None else root / kind / str(lexical.identity)[:24] / model_key(identity)
 
 
+def stored_texts(lexical: Any, numbers: np.ndarray, method: str) -> tuple[list[str], list[int]]:
+    """The stored texts of ``numbers`` and the positions of those with text. A lexical
+    index may hold documents without text (Cranfield has two); an encoder refuses them
+    (:class:`~retrievo.errors.EmptyDocumentError`), so a stage encoding the index's
+    documents leaves them out of the encoder — they get no terms / no token vectors and
+    can never match, as in BM25 — and says so in a warning."""
+    import warnings
+
+    store = _StoreTexts(lexical.docstore, numbers)
+    texts = [store[i] for i in range(len(store))]
+    keep = [i for i, t in enumerate(texts) if t and t.strip()]
+    if len(keep) < len(texts):
+        empty = [str(lexical.doc_ids[numbers[i]]) for i, t in enumerate(texts) if not (t and t.strip())]
+        warnings.warn(f"{method}: {len(empty)} stored document(s) have no text ({', '.join(empty[:5])}); they are "
+                      "indexed without terms and can never match", stacklevel=3)
+    return texts, keep
+
+
 def _encode_store(lexical: Any, numbers: np.ndarray, encoder: Any, progress: bool):
-    texts = _StoreTexts(lexical.docstore, numbers)
+    from scipy.sparse import csr_matrix
+
+    texts, keep = stored_texts(lexical, numbers, "splade")
     before = encoder.truncated
-    vectors = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+    if not keep:
+        return csr_matrix((len(texts), encoder.vocab_size), dtype=np.float32), 0
+    vectors = encoder.encode_documents([texts[i] for i in keep], progress=progress)
+    if len(keep) < len(texts):  # empty rows for the documents without text
+        counts = np.zeros(len(texts), dtype=np.int64)
+        counts[keep] = np.diff(vectors.indptr)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        vectors = csr_matrix((vectors.data, vectors.indices, indptr), shape=(len(texts), vectors.shape[1]))
     return vectors, encoder.truncated - before
 
 

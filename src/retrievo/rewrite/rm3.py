@@ -251,6 +251,9 @@ class RM3(Rewriter):
     def __post_init__(self):
         if not isinstance(self.index, InvertedIndex):
             raise ConfigError(f"rm3 needs an InvertedIndex, got {type(self.index).__name__}")
+        if getattr(self.index, "FORMAT", None) == "retrievo-impacts":
+            raise ConfigError("rm3 cannot expand from an impact index: its postings hold learned (SPLADE) weights, "
+                              "not term frequencies; use the lexical index (splade searches the impact index)")
         self.fb_terms = _whole("fb_terms", self.fb_terms)
         self.fb_docs = _whole("fb_docs", self.fb_docs)
         w = self.original_query_weight
