@@ -59,6 +59,12 @@ def pool():
 # options, so muvera reuses the token vectors maxsim cached beside the index).
 CONTRACT_SPECS = {"splade": "splade(max_length=32)", "maxsim": "maxsim(max_length=32)",
                   "muvera": "muvera(max_length=32, candidates=50)"}
+# LLM rerankers run the model once per candidate, pair or window, five times per promise
+# check: short passages and the cheapest PRP variant keep the suite to seconds per stage on
+# two cores; each method's own algorithm is tested in tests/rerank/ with scripted backends.
+CONTRACT_SPECS.update({name: f"{name}(max_passage_tokens=16)"
+                       for name in ("pointwise", "upr", "rankgpt", "first", "icr", "full")})
+CONTRACT_SPECS["prp"] = "prp(method=sliding, top_k=1, max_passage_tokens=16)"
 
 
 def _build(entry, index) -> Stage:
@@ -76,8 +82,8 @@ def _input(stage: Stage, first_stage):
     if Queries in stage.takes or issubclass(Queries, stage.takes):
         return QUERIES
     if Rankings in stage.takes:
-        # rerankers (LLM ones run a model per candidate) get the top 5, enough for every promise
-        return first_stage.cut(5) if stage.kind == "reranker" else first_stage
+        # rerankers (LLM ones run a model per candidate) get the top 3, enough for every promise
+        return first_stage.cut(3) if stage.kind == "reranker" else first_stage
     pytest.skip(f"no contract input for a stage taking {stage.takes}")
 
 
