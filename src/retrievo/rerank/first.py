@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrievo.rerank.listwise import (Identifiers, ListwiseReranker, Window, check_window, fit_prompt, render,
-                                      single_token_ids, sliding_windows)
+from retrievo.rerank.listwise import (Identifiers, ListwiseReranker, SlidingWindowReranker, Window, fit_prompt,
+                                      render, single_token_ids)
 
 #: tokens reserved for the answer: the one next token that is scored
 ANSWER_TOKENS = 1
@@ -69,22 +69,13 @@ def rank_by_first_token(stage: ListwiseReranker, windows: list[Window], n_ids: i
 
 
 @dataclass
-class FIRST(ListwiseReranker):
+class FIRST(SlidingWindowReranker):
     """Single-token listwise reranking over a sliding window (see the module docstring):
     ``bm25 % 100 >> first(window=20, stride=10)``."""
 
-    window: int = 20
-    stride: int = 10
     prompt: str = "first"
 
     name = "first"
-
-    def __post_init__(self):
-        check_window(self.window, self.stride)
-        super().__post_init__()
-
-    def windows(self, n: int) -> list[tuple[int, int]]:
-        return sliding_windows(n, self.window, self.stride)
 
     def rank_windows(self, windows: list[Window]) -> list[list[int]]:
         return rank_by_first_token(self, windows)

@@ -225,6 +225,22 @@ class ListwiseReranker(LLMReranker):
         return Rankings.from_lists(inp.queries, lists, costs=inp.costs)
 
 
+
+@dataclass
+class SlidingWindowReranker(ListwiseReranker):
+    """A listwise reranker over windows of ``window`` candidates moving up by ``stride``
+    (back to front); subclasses say how one window is ranked (:meth:`rank_windows`)."""
+
+    window: int = 20
+    stride: int = 10
+
+    def __post_init__(self):
+        check_window(self.window, self.stride)
+        super().__post_init__()
+
+    def windows(self, n: int) -> list[tuple[int, int]]:
+        return sliding_windows(n, self.window, self.stride)
+
 @dataclass(frozen=True)
 class Identifiers:
     """Identifiers for a window whose first tokens differ in the model's tokenizer:
@@ -268,5 +284,5 @@ def single_token_ids(llm: Any, template: PromptTemplate, n: int) -> Identifiers:
                       f"fewer than the {n} passages of a window; use a window of at most {best}")
 
 
-__all__ = ["DEFAULT_PASSAGE_LINE", "ID_POOL", "REQUIRED", "Identifiers", "ListwiseReranker", "Window",
+__all__ = ["DEFAULT_PASSAGE_LINE", "ID_POOL", "REQUIRED", "Identifiers", "ListwiseReranker", "SlidingWindowReranker", "Window",
            "check_window", "fit_prompt", "render", "single_token_ids", "sliding_windows", "written_id"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retrievo.llm.base import GenerationParams
-from retrievo.rerank.listwise import ListwiseReranker, Window, check_window, fit_prompt, render, sliding_windows
+from retrievo.rerank.listwise import ListwiseReranker, SlidingWindowReranker, Window, fit_prompt, render
 from retrievo.rerank.permutation import charge_repairs, numeric_labels, parse_permutation
 
 #: generated tokens allowed beyond the permutation itself (a closing word, an end marker)
@@ -49,22 +49,13 @@ def rank_by_generation(stage: ListwiseReranker, windows: list[Window]) -> list[l
 
 
 @dataclass
-class RankGPT(ListwiseReranker):
+class RankGPT(SlidingWindowReranker):
     """Listwise reranking by generated permutations over a sliding window (see the module
     docstring): ``bm25 % 100 >> rankgpt(window=20, stride=10)``."""
 
-    window: int = 20
-    stride: int = 10
     prompt: str = "rankgpt"
 
     name = "rankgpt"
-
-    def __post_init__(self):
-        check_window(self.window, self.stride)
-        super().__post_init__()
-
-    def windows(self, n: int) -> list[tuple[int, int]]:
-        return sliding_windows(n, self.window, self.stride)
 
     def rank_windows(self, windows: list[Window]) -> list[list[int]]:
         return rank_by_generation(self, windows)
