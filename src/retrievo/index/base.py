@@ -162,6 +162,28 @@ class DocumentNumbering:
                 copied.add(s)
             self.lives[s][g - int(bases[s])] = False
 
+    def _delete_published(self, doc_ids: Iterable[str], missing_ok: bool, source: str | None) -> int:
+        """Tombstone ``doc_ids`` (optionally recording the ``source`` the index now
+        matches) and, on disk, publish the new live bitmaps as one generation; returns how
+        many were deleted. Subclasses provide ``_restored_on_failure`` and ``_publish``."""
+        targets = self._deletion_targets(doc_ids, missing_ok)
+        if not targets and source is None:
+            return 0
+
+        def apply():
+            self._tombstone(targets)
+            if source is not None:
+                self.info["source"] = source
+            self._invalidate()
+
+        if self.path is None:
+            apply()
+        else:
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+                apply()
+                self._publish(txn)
+        return len(targets)
+
     # ------------------------------------------------------------------ presentation
     def size_on_disk(self) -> int | None:
         """Bytes of the files this generation uses (None in memory)."""

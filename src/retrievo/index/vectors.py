@@ -442,23 +442,7 @@ class VectorIndex(DocumentNumbering):
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
-        targets = self._deletion_targets(doc_ids, missing_ok)
-        if not targets and source is None:
-            return 0
-
-        def apply():
-            self._tombstone(targets)
-            if source is not None:
-                self.info["source"] = source
-            self._invalidate()
-
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._publish(txn)
-        return len(targets)
+        return self._delete_published(doc_ids, missing_ok, source)
 
     def merge(self) -> "VectorIndex":
         """Compact every part into one without the deleted documents."""
