@@ -267,6 +267,29 @@ def test_maxsim_equals_brute_force_numpy():
         np.testing.assert_allclose(scores[qi], ref[order], rtol=1e-5, atol=1e-4)
 
 
+def test_rescore_equals_brute_force_across_parts_and_blocks(monkeypatch):
+    # candidates in any order, from two parts, with empty documents and a document longer
+    # than the re-scoring buffer (its own array): scores equal brute force, in the order given
+    import retrievo.retrieve.maxsim as maxsim_mod
+
+    monkeypatch.setattr(maxsim_mod, "RESCORE_ROWS", 40)
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 30, size=40)
+    lengths[5], lengths[33] = 0, 75
+    tokens = rng.standard_normal((int(lengths.sum()), 16)).astype(np.float32)
+    docs = np.split(tokens, np.cumsum(lengths)[:-1])
+    queries = rng.standard_normal((3, 7, 16)).astype(np.float32)
+    split = int(lengths[:20].sum())
+    index = MultiVectorIndex.build([f"d{i}" for i in range(20)], tokens[:split], lengths[:20], model="m",
+                                   dtype="float32")
+    index.add([f"d{i}" for i in range(20, 40)], tokens[split:], lengths[20:])
+    candidates = [rng.permutation(40)[:25], np.array([33, 5, 0, 39], dtype=np.int64), np.empty(0, np.int64)]
+    got = maxsim_mod.rescore(queries, index, candidates)
+    for qi, numbers in enumerate(candidates):
+        ref = _brute_maxsim(queries[qi], [docs[n] for n in numbers])
+        np.testing.assert_allclose(got[qi], ref, rtol=1e-5, atol=1e-4)
+
+
 def test_multivector_index_life_cycle(tmp_path):
     rng = np.random.default_rng(1)
     lengths = np.array([3, 5, 2])

@@ -43,6 +43,7 @@ from retrievo.types import Queries, Rankings
 
 DEFAULT_K = 1000
 BLOCK_TOKENS = 16384  # document tokens per BLAS product in exhaustive search
+RESCORE_ROWS = 2048  # token rows per product when re-scoring candidates (the buffer stays in cache)
 QUERY_ROWS = 2048  # query token rows per product (bounds the score block at 128 MB)
 _MEMORY: dict[tuple[str, str], MultiVectorIndex] = {}
 _LOCK = threading.Lock()
@@ -100,11 +101,63 @@ def search_maxsim(queries: np.ndarray, mindex: MultiVectorIndex, k: int, threads
 
 
 def rescore(queries: np.ndarray, mindex: MultiVectorIndex, candidates: list[np.ndarray]) -> list[np.ndarray]:
-    """Exact MaxSim of each query with its candidate global document numbers."""
+    """Exact MaxSim of each query with its candidate global document numbers.
+
+    Re-scoring is bound by reading the candidates' token vectors, not by the product: a
+    gather into one array and then a float16 → float32 conversion of it cost two passes
+    over ~100 k tokens × dim per query, about twice the BLAS product itself (500 SciFact
+    candidates: 0.19 s against 0.06 s, one thread). So each query's candidates are visited
+    in ascending storage order (the memory map is read forwards), their token rows are
+    converted straight into a reused float32 buffer of :data:`RESCORE_ROWS` rows (small
+    enough to stay in cache), each filled block is scored at once and the per-document
+    maxima taken with ``reduceat``; the scores come back in the order given (0.12 s/query
+    there).
+    """
+    queries = np.asarray(queries, dtype=np.float32)
+    dim = queries.shape[2]
+    bases = np.asarray(mindex.bases, dtype=np.int64)
+    parts = mindex.parts
+    buf = np.empty((RESCORE_ROWS, dim), dtype=np.float32)
     out = []
     for qi, numbers in enumerate(candidates):
-        tokens, lengths = mindex.token_matrices(numbers)
-        out.append(maxsim_flat(queries[qi:qi + 1], tokens, lengths)[0])
+        numbers = np.asarray(numbers, dtype=np.int64)
+        scores = np.zeros(len(numbers), dtype=np.float32)
+        if not len(numbers):
+            out.append(scores)
+            continue
+        order = np.argsort(numbers, kind="stable")
+        which = np.searchsorted(bases, numbers[order], side="right") - 1
+        local = numbers[order] - bases[which]
+        starts = np.empty(len(numbers), dtype=np.int64)
+        ends = np.empty(len(numbers), dtype=np.int64)
+        for p in np.unique(which).tolist():
+            sel = which == p
+            offsets = parts[p].offsets
+            starts[sel], ends[sel] = offsets[local[sel]], offsets[local[sel] + 1]
+        lengths = ends - starts
+        q = queries[qi]
+        i, n = 0, len(numbers)
+        while i < n:
+            # whole documents up to RESCORE_ROWS rows (a longer document gets its own array)
+            j, rows = i, 0
+            while j < n and (j == i or rows + lengths[j] <= RESCORE_ROWS):
+                rows += int(lengths[j])
+                j += 1
+            block = buf if rows <= RESCORE_ROWS else np.empty((rows, dim), dtype=np.float32)
+            pos, firsts, has = 0, [], []
+            for t in range(i, j):
+                length = int(lengths[t])
+                if length:
+                    block[pos:pos + length] = parts[which[t]].tokens[starts[t]:ends[t]]
+                    firsts.append(pos)
+                    has.append(t)
+                pos += length
+            if has:
+                sims = q @ block[:rows].T  # [query tokens, rows]
+                best = np.maximum.reduceat(sims, np.asarray(firsts, dtype=np.int64), axis=1)
+                scores[order[np.asarray(has)]] = best.sum(axis=0)
+            i = j
+        out.append(scores)
     return out
 
 
