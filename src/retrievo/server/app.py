@@ -32,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrievo.errors import (ConfigError, CorruptIndexError, DuplicateIdError, EmptyQueryError, IndexConflictError,
                              IndexLockedError, PipelineSpecError, ResourceError, RetrievoError, StageInputError,
@@ -164,6 +165,11 @@ def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = 
     async def _api_error(request: Request, exc: APIError):
         return _error(exc.status, exc.type, exc.message, exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
@@ -203,6 +209,17 @@ def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = 
             what = "read-only" if scope == "write" and record.scope != "write" else "not valid for this collection"
             raise APIError(403, "forbidden", f"this key is {what}: {scope} access to collection {name!r} refused")
         return record
+
+    def write_key_present(request: Request) -> None:
+        """Runs before the body is validated: a write without a usable key is answered 401
+        whatever its body, so the schema's checks are not a way to probe an endpoint."""
+        header = request.headers.get("authorization")
+        kind, _, token = (header or "").partition(" ")
+        if header is None or kind.lower() != "bearer" or service.keys is None or service.keys.check(token.strip()) \
+                is None:
+            raise APIError(401, "unauthorized", "this endpoint needs an API key with the write scope "
+                           "(Authorization: Bearer KEY; make one with `retrievo key create`)",
+                           {"WWW-Authenticate": 'Bearer realm="retrievo"'})
 
     def collection_param(collection: str | None = Query(None, pattern=NAME_PATTERN,
                                                         description="collection (default: the first)")):
@@ -274,7 +291,8 @@ def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = 
         authorize(request, "read", collection)
         return await run_in_threadpool(service.fetch, FetchRequest(doc_id=doc_id, collection=collection))
 
-    @app.post("/v1/documents", tags=["documents"], response_model=WriteResponse)
+    @app.post("/v1/documents", tags=["documents"], response_model=WriteResponse,
+              dependencies=[Depends(write_key_present)])
     async def add_documents(req: AddDocumentsRequest, request: Request):
         """Add documents; answered once they are durable (fsync'd, published) and searchable."""
         authorize(request, "write", req.collection)
@@ -282,7 +300,8 @@ def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = 
         generation = await asyncio.wrap_future(future)
         return {"collection": col.name, "generation": generation, "added": [d.doc_id for d in req.documents]}
 
-    @app.delete("/v1/documents/{doc_id:path}", tags=["documents"], response_model=WriteResponse)
+    @app.delete("/v1/documents/{doc_id:path}", tags=["documents"], response_model=WriteResponse,
+                dependencies=[Depends(write_key_present)])
     async def delete_document(request: Request, doc_id: str = Path(min_length=1, max_length=512),
                               collection: str | None = Depends(collection_param)):
         """Delete a document; answered once the deletion is durable and searches no longer see it."""
