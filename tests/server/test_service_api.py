@@ -354,6 +354,21 @@ def test_a_snapshot_outlives_later_writes(svc):
     col.close()
 
 
+def test_small_commits_are_merged_once_segments_pile_up(svc, monkeypatch):
+    import retrievo.server.collection as collection_module
+
+    monkeypatch.setattr(collection_module, "MERGE_SEGMENTS", 3)
+    col = svc.collection(None)
+    for i in range(5):
+        col.add([corpus(1)[0].__class__(f"m{i}", f"marmot {i}")]).result(30)
+    assert col.stats["merges"] >= 1
+    index = open_index(col.path, verify=True)
+    assert len(index.segments) <= 3 and all(f"m{i}" in index for i in range(5)) and len(index) == 45
+    assert [d for d in col.pipeline("bm25", col.snapshot(), 10).search("marmot").doc_ids] == \
+        sorted(f"m{i}" for i in range(5))
+    col.close()
+
+
 def test_metrics_count_requests_by_route(svc, serve):
     with client(serve(svc)) as c:
         c.post("/v1/search", json={"query": "cat"})

@@ -71,6 +71,8 @@ def serve(
             typer.secho(f"warning: listening on {host}, not loopback: anyone who reaches it can "
                         f"{'use keys to ' if service.private else ''}search; writes need a write key",
                         fg=typer.colors.YELLOW, err=True)
+        for collection in service.collections.values():
+            collection.warm()
         app = create_app(service, cors_origins=cors_origin or ())
         sock = bind(host, port)
         bound = sock.getsockname()[1]

@@ -52,7 +52,10 @@ UNSAFE_OPTION_TYPES = ("index", "path", "model", "str")
 WRITABLE_FORMATS = ("retrievo-inverted",)
 PIPELINE_CACHE = 128
 GROUP_MAX_DOCS = 5000  # documents committed in one generation at most
-REFRESH_SECONDS = 1.0  # how often a search checks for generations published by other processes
+REFRESH_SECONDS = 1.0
+#: merge the segments once a commit leaves more than this many (each commit adds one; many small
+#: segments slow every search); the merge runs in the writer thread while searches read the old snapshot
+MERGE_SEGMENTS = 32  # how often a search checks for generations published by other processes
 
 
 class NotWritableError(ConfigError):
@@ -111,7 +114,8 @@ class Collection:
         self._queue: queue.Queue[_Write | None] = queue.Queue()
         self._writer_index: Any = None
         self._thread: threading.Thread | None = None
-        self.stats = {"searches": 0, "writes": 0, "commits": 0, "documents_added": 0, "documents_deleted": 0}
+        self.stats = {"searches": 0, "writes": 0, "commits": 0, "merges": 0, "documents_added": 0,
+                      "documents_deleted": 0}
 
     # ------------------------------------------------------------------ reading
     @property
@@ -200,6 +204,15 @@ class Collection:
             while len(self._cache) > PIPELINE_CACHE:
                 self._cache.popitem(last=False)
         return stage
+
+    def warm(self, query: str = "warm up") -> None:
+        """Build the default pipeline and run it once, so the first client does not pay for
+        compiling kernels and deriving the index's arrays (a second, not a millisecond)."""
+        name, spec = self.resolve(None)
+        index = self.snapshot()
+        stage = self.pipeline(spec, index, 10)
+        if Queries in stage.takes:
+            stage(Queries(["q"], [query]))
 
     def info(self) -> dict[str, Any]:
         index = self.snapshot()
@@ -290,6 +303,13 @@ class Collection:
                 self._writer_index = None
                 self._apply_each(ok)
             committed = [w for w in ok if not w.future.done()]
+            if committed and len(getattr(self._writer(), "segments", ())) > MERGE_SEGMENTS:
+                try:
+                    self._writer().merge()  # a new generation with the same documents: acknowledging stays correct
+                    self.stats["merges"] += 1
+                except RetrievoError as exc:  # the write is published already; the merge can wait
+                    self._writer_index = None
+                    log.warning("collection %s: merge failed (%s)", self.name, exc)
             if committed:
                 # the new generation is published and fsync'd; make it the search snapshot, then acknowledge
                 generation = int(self._writer().generation)
