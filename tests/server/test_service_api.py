@@ -236,15 +236,19 @@ def test_ask_streams_pieces_before_the_reader_finishes(index_path, serve, script
 
 def test_ask_without_streaming_and_with_a_plain_reader(index_path, serve, scripted_reader):
     service = load_service(index_path, pipelines={"bm25": "bm25",
-                                                  "qa": "bm25 % 3 >> scripted_reader(streaming=false)"})
+                                                  "qa": "bm25 % 3 >> scripted_reader(streaming=false)",
+                                                  "reader_only": "scripted_reader"})
     with client(serve(service)) as c:
         r = c.post("/v1/ask", json={"query": "otter", "pipeline": "qa", "stream": False})
         assert r.status_code == 200, r.text
         assert r.json()["answer"].startswith("3 passages; first: a")
         assert c.post("/v1/ask", json={"query": "otter", "pipeline": "bm25"}).status_code == 403
+        r = c.post("/v1/ask", json={"query": "otter", "pipeline": "reader_only"})
+        assert r.status_code == 400 and "does not start from a query" in r.json()["error"]["message"]
         assert c.post("/v1/search", json={"query": "otter", "pipeline": "qa"}).status_code == 403
         cols = c.get("/v1/collections").json()[0]["pipelines"]
-        assert {p["name"]: p["gives"] for p in cols} == {"bm25": "rankings", "qa": "answers"}
+        assert {p["name"]: p["gives"] for p in cols} == {"bm25": "rankings", "qa": "answers",
+                                                         "reader_only": "answers"}
 
 
 def _sse(response):
@@ -352,6 +356,24 @@ def test_a_snapshot_outlives_later_writes(svc):
     assert len(old) == 0
     assert list(col.pipeline("bm25", after, 5).search("lynx").doc_ids) == ["late"]
     col.close()
+
+
+def test_a_failed_commit_is_not_acknowledged_and_the_next_write_works(svc, serve):
+    srv = serve(svc)
+
+    def fail(step):
+        if step == "publish.before_current":
+            raise OSError("simulated I/O error while publishing")
+
+    with client(srv, svc.write_key) as c:
+        with fault_hook(fail):
+            r = c.post("/v1/documents", json={"documents": [{"doc_id": "f1", "text": "ferret"}]})
+        assert r.status_code == 500 and r.json()["error"]["type"] == "internal"
+        assert c.post("/v1/search", json={"query": "ferret"}).json()["results"] == []
+        assert "f1" not in open_index(svc.collection(None).path, verify=True)
+        r = c.post("/v1/documents", json={"documents": [{"doc_id": "f1", "text": "ferret"}]})
+        assert r.status_code == 200, r.text
+        assert [h["doc_id"] for h in c.post("/v1/search", json={"query": "ferret"}).json()["results"]] == ["f1"]
 
 
 def test_small_commits_are_merged_once_segments_pile_up(svc, monkeypatch):

@@ -30,12 +30,13 @@ from typing import Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrievo.errors import (ConfigError, CorruptIndexError, DuplicateIdError, EmptyQueryError, IndexConflictError,
-                             IndexLockedError, PipelineSpecError, ResourceError, RetrievoError, StageInputError,
+from retrievo.errors import (ConfigError, CorruptIndexError, DiskFullError, DuplicateIdError, EmptyQueryError,
+                             IndexConflictError, IndexError_, IndexLockedError, PipelineSpecError, ResourceError, RetrievoError, StageInputError,
                              UnknownIdError)
 from retrievo.server.collection import NotWritableError, PipelineNotAllowedError
 from retrievo.server.keys import KeyRecord
@@ -62,8 +63,8 @@ class APIError(Exception):
 STATUS = (
     (PipelineNotAllowedError, 403), (UnknownCollectionError, 404), (UnknownIdError, 404), (DuplicateIdError, 409),
     (NotWritableError, 409), (PipelineSpecError, 400), (StageInputError, 400), (EmptyQueryError, 400),
-    (IndexConflictError, 503), (IndexLockedError, 503), (CorruptIndexError, 500), (ConfigError, 400),
-    (ResourceError, 400),
+    (IndexConflictError, 503), (IndexLockedError, 503), (DiskFullError, 507), (CorruptIndexError, 500),
+    (IndexError_, 500), (ConfigError, 400), (ResourceError, 400),
 )
 
 
@@ -142,6 +143,25 @@ class _Observe:
             self.metrics.observe(scope.get("method", ""), template, status, time.perf_counter() - start)
 
 
+class _Route(APIRoute):
+    """Routes that answer an unexpected exception with the typed 500 body themselves: left
+    to Starlette's outermost handler, it would also close the client's connection."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request):
+            try:
+                return await handler(request)
+            except (StarletteHTTPException, RequestValidationError, RetrievoError, APIError, _TooLarge):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s %s", request.method, request.url.path)
+                return _error(500, "internal", "internal error (see the server log)")
+
+        return route
+
+
 def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = (), mcp: bool = True) -> FastAPI:
     """The app over ``service``; ``cors_origins`` (default none) enables CORS for them."""
     metrics = Metrics()
@@ -157,6 +177,7 @@ def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = 
                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
                              403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
                              413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    app.router.route_class = _Route
     app.state.service = service
     app.state.metrics = metrics
 

@@ -272,6 +272,7 @@ class Collection:
                 self._commit_batch(batch)
             except BaseException as exc:  # never leave a client waiting
                 log.exception("collection %s: write failed", self.name)
+                self._writer_index = None  # reopen from the published generation before the next write
                 for w in batch:
                     if not w.future.done():
                         w.future.set_exception(exc)

@@ -144,6 +144,9 @@ class Service:
                 f"pipeline {name!r} gives rankings; ask needs one whose last stage is a reader"
                 + (f" (this collection has: {', '.join(readers)})" if readers else
                    " (this collection has none configured)"))
+        if Queries not in stage.takes:
+            raise PipelineSpecError(f"pipeline {name!r} ({spec}) does not start from a query; ask needs e.g. "
+                                    "'bm25 % 5 >> READER'")
         return col, spec, index, stage
 
     @staticmethod
