@@ -18,7 +18,7 @@ from retrievo.index.lifecycle import fault_hook
 from retrievo.server import load_service
 from retrievo.server.models import LIMITS
 
-from conftest import corpus
+from service_support import corpus
 
 
 def client(srv, key: str | None = None) -> httpx.Client:

@@ -102,3 +102,26 @@ def test_fault_tool_kills_the_server_during_writes(tmp_path):
     result = json.loads(out.stdout)
     assert result["cycles"] == 2 and result["lost"] == 0 and result["corrupt"] == 0
     assert result["acknowledged"] > 0
+
+
+def test_fault_tool_counts_lost_writes_and_damaged_indexes(index_path):
+    """The checker the fault tool relies on does find a missing acknowledged add, a
+    deleted document that came back, and a damaged file: a 0 it reports means something."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fault_service", REPO / "bench" / "fault_service.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ledger = tool.Ledger()
+    ledger.added(["a1", "a2"])
+    assert tool.check(index_path, ledger) == (0, None)
+    ledger.added(["never-written"])
+    ledger.deleted("a2")  # acknowledged as deleted, but still in the index
+    assert tool.check(index_path, ledger) == (2, None)
+    segment = next((index_path / "segments").iterdir())
+    victim = next(p for p in sorted(segment.rglob("*")) if p.is_file() and p.stat().st_size > 16)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    lost, error = tool.check(index_path, ledger)
+    assert error is not None and "CorruptIndexError" in error

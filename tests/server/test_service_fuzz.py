@@ -26,7 +26,7 @@ TEXT = st.text(max_size=40) | st.sampled_from(["a1", "a2", "..", "../etc/passwd"
 def fuzz_app(tmp_path_factory):
     from retrievo.index import InvertedIndex
 
-    from conftest import corpus
+    from service_support import corpus
 
     path = tmp_path_factory.mktemp("fuzz") / "animals"
     InvertedIndex.build(corpus(), path)
