@@ -117,6 +117,11 @@ class Collection:
         self.stats = {"searches": 0, "writes": 0, "commits": 0, "merges": 0, "documents_added": 0,
                       "documents_deleted": 0}
 
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a service counter (searches run in many threads: ``+=`` alone could lose counts)."""
+        with self._lock:
+            self.stats[name] += n
+
     # ------------------------------------------------------------------ reading
     @property
     def writable(self) -> bool:
@@ -307,7 +312,7 @@ class Collection:
             if committed and len(getattr(self._writer(), "segments", ())) > MERGE_SEGMENTS:
                 try:
                     self._writer().merge()  # a new generation with the same documents: acknowledging stays correct
-                    self.stats["merges"] += 1
+                    self.count("merges")
                 except RetrievoError as exc:  # the write is published already; the merge can wait
                     self._writer_index = None
                     log.warning("collection %s: merge failed (%s)", self.name, exc)
@@ -315,7 +320,7 @@ class Collection:
                 # the new generation is published and fsync'd; make it the search snapshot, then acknowledge
                 generation = int(self._writer().generation)
                 self._swap(open_index(self.path))
-                self.stats["commits"] += 1
+                self.count("commits")
                 for w in committed:
                     w.future.set_result(generation)
 
@@ -357,12 +362,12 @@ class Collection:
         if writes[0].kind == "add":
             docs = [d for w in writes for d in w.docs]
             index.add(docs, workers=1)  # in-process: never fork a threaded server
-            self.stats["documents_added"] += len(docs)
+            self.count("documents_added", len(docs))
         else:
             ids = [i for w in writes for i in w.ids]
             index.delete(ids)
-            self.stats["documents_deleted"] += len(ids)
-        self.stats["writes"] += len(writes)
+            self.count("documents_deleted", len(ids))
+        self.count("writes", len(writes))
 
 
 __all__ = ["Collection", "DEFAULT_PIPELINES", "NotWritableError", "PipelineNotAllowedError"]

@@ -105,7 +105,7 @@ class Service:
         start = time.perf_counter()
         rankings = stage(Queries(["q"], [req.query]))
         hits = self._hits(index, rankings[0].top(req.k), req.query, req.snippets)
-        col.stats["searches"] += 1
+        col.count("searches")
         return {"collection": col.name, "pipeline": spec, "generation": int(index.generation), "query": req.query,
                 "results": hits, "costs": _costs(rankings.costs), "took_ms": (time.perf_counter() - start) * 1e3}
 
@@ -202,7 +202,7 @@ class Service:
             for d in answer.citations:
                 if d in index:
                     titles[d] = index.document(d).title
-        col.stats["searches"] += 1
+        col.count("searches")
         yield "done", {"collection": col.name, "pipeline": spec, "generation": int(index.generation),
                        "query": req.query, "answer": answer.text,
                        "citations": [{"doc_id": d, "title": titles.get(d, "")} for d in answer.citations],
