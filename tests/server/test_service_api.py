@@ -401,3 +401,38 @@ def test_metrics_count_requests_by_route(svc, serve):
     assert 'retrievo_requests_total{method="GET",route="/v1/documents/{doc_id:path}",status="200"} 2' in text
     assert 'retrievo_collection_generation{collection="animals"} 1' in text
     assert 'retrievo_request_seconds_count{method="POST",route="/v1/search"} 1' in text
+
+
+def test_a_document_that_cannot_be_stored_fails_alone(svc, serve):
+    """A write that fails inside a group commit (here: the store cannot encode its
+    metadata, which only the Python API can send) does not take the requests committed
+    with it down; over HTTP such metadata is refused before it reaches the writer."""
+    from retrievo.types import Document
+
+    col = svc.collection(None)
+    first_commit = threading.Event()
+
+    def hold(step):  # keep the first commit busy so the next three queue up as one group
+        if step == "publish.before_current" and not first_commit.is_set():
+            first_commit.set()
+            time.sleep(0.5)
+
+    with fault_hook(hold):
+        blocker = col.add([Document("blocker", "bison")])
+        assert first_commit.wait(30)
+        good = col.add([Document("ok-1", "okapi in the forest")])
+        bad = col.add([Document("bad-1", "badger", meta={"k": "\ud800"})])
+        also_good = col.add([Document("ok-2", "okapi again")])
+        assert blocker.result(30) == 2
+        assert good.result(30) >= 3 and also_good.result(30) >= 3
+        with pytest.raises(UnicodeEncodeError):
+            bad.result(30)
+    index = open_index(col.path, verify=True)
+    assert "ok-1" in index and "ok-2" in index and "bad-1" not in index
+    with client(serve(svc), svc.write_key) as c:
+        for meta in ({"k": "\ud800"}, {"x": float("nan")}):
+            r = c.post("/v1/documents", content=json.dumps({"documents": [{"doc_id": "bad-2", "text": "x",
+                                                                           "meta": meta}]}),
+                       headers={"Content-Type": "application/json"})
+            assert r.status_code == 422 and "meta" in r.text, r.text
+    col.close()

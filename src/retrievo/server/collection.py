@@ -305,9 +305,12 @@ class Collection:
             except IndexConflictError:  # another process published: reopen, check again, apply
                 self._writer_index = None
                 self._apply_each(self._validate(ok))
-            except RetrievoError:  # e.g. a document that analyses to nothing: fail it alone
+            except Exception as exc:  # noqa: BLE001 - one bad request must not fail the others: retry each alone
                 self._writer_index = None
-                self._apply_each(ok)
+                if len(ok) == 1:
+                    ok[0].future.set_exception(exc)
+                else:
+                    self._apply_each(ok)
             committed = [w for w in ok if not w.future.done()]
             if committed and len(getattr(self._writer(), "segments", ())) > MERGE_SEGMENTS:
                 try:
@@ -328,7 +331,7 @@ class Collection:
         for w in writes:
             try:
                 self._apply([w])
-            except RetrievoError as exc:
+            except Exception as exc:  # noqa: BLE001 - reported to that request's client
                 self._writer_index = None
                 w.future.set_exception(exc)
 

@@ -10,6 +10,7 @@ server's own tables, never joined onto a path.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -155,6 +156,20 @@ class DocumentIn(_Base):
     meta: dict[str, Any] = Field(default_factory=dict, description="stored with the document, returned on fetch")
 
     _id = field_validator("doc_id")(_no_control)
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_is_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The store writes metadata as UTF-8 JSON: refuse here (422) what it could not write
+        (lone surrogates, non-finite numbers) rather than fail the commit (and its batch)."""
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            text.encode("utf-8")
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise ValueError(f"meta must be plain JSON text ({exc})") from None
+        if len(text) > 100_000:
+            raise ValueError("meta is limited to 100,000 characters of JSON")
+        return value
 
 
 class AddDocumentsRequest(_Base):
