@@ -35,7 +35,7 @@ from retrievo.errors import (ConfigError, DuplicateIdError, IndexConflictError, 
 from retrievo.index.lifecycle import open_index, read_generation
 from retrievo.pipeline import CutOff, Stage, Then
 from retrievo.registry import REGISTRY
-from retrievo.types import Answers, Document, Queries, Rankings
+from retrievo.types import Document, Queries, Rankings
 
 log = logging.getLogger("retrievo.server")
 
@@ -87,10 +87,6 @@ def _inert_registry():
     entries = {e.name: e if e.options is None else dataclasses.replace(e, options=tuple(inert(o) for o in e.options))
                for e in REGISTRY}
     return Registry(entries, entry_points=False)
-
-
-def _gives(stage: Stage) -> str:
-    return {Rankings: "rankings", Answers: "answers", Queries: "queries"}.get(stage.gives, "rankings")
 
 
 class Collection:
