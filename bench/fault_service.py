@@ -166,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                 threads = [threading.Thread(target=writer, args=(url, key, f"c{cycle}w{w}",
                                                                   random.Random(rng.random()), ledger, stop))
                            for w in range(args.writers)]
-                for t in threads:
-                    t.start()
-                time.sleep(rng.uniform(0.3, 2.0))
-                proc.kill()  # SIGKILL: no shutdown hook runs
-                proc.wait()
-                stop.set()
+                try:
+                    for t in threads:
+                        t.start()
+                    time.sleep(rng.uniform(0.3, 2.0))
+                finally:
+                    proc.kill()  # SIGKILL: no shutdown hook runs (and no server outlives this tool)
+                    proc.wait()
+                    stop.set()
                 for t in threads:
                     t.join(60)
                 lost, error = check(index, ledger)
@@ -191,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                 proc, url = start_server(index, key_file, log)
                 import httpx
 
-                ok = httpx.get(url + "/health", timeout=30).status_code == 200
-                proc.terminate()
-                proc.wait(30)
+                try:
+                    ok = httpx.get(url + "/health", timeout=30).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
                 if not ok:
                     result["corrupt"] += 1
                     result["errors"].append("the server did not answer /health after the last restart")
