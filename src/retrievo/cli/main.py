@@ -591,6 +591,11 @@ def serve_llm(
         _fail(exc)
 
 
+from retrievo.cli.serve import register as _register_serve  # noqa: E402  (serve, key: the service's commands)
+
+_register_serve(app)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
