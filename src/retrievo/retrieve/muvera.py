@@ -22,16 +22,21 @@ candidates that exact MaxSim then re-scores:
 6. **Final projection** (optional, ``final_dim``): one more random Gaussian projection of
    the concatenation, for a smaller index.
 
-FDE dimension ``reps × 2^k_sim × d_proj`` before the final projection. Defaults:
-``k_sim=4, d_proj=16, reps=20`` (5,120 dimensions) and 500 candidates re-scored, set before
-measuring (in the range the paper uses, not tuned on any query set); BENCHMARKS.md reports
-their candidate recall@100 against exhaustive MaxSim with MiniLM token vectors: 0.928 on
-Cranfield, but only 0.743 on SciFact, short of the 0.9 aimed at (defaults to be re-chosen on
-SciFact train queries). Re-scoring reads each query's candidates' token vectors on its own, while
-exhaustive search shares every block of the store among 64 queries, so MUVERA pays off only
-when the candidates are a small share of the corpus: on Cranfield's 1,400 documents 500
-candidates are 36 % of it and MUVERA is slower than exhaustive MaxSim (lower
-``candidates`` there). All randomness comes from ``seed``, so encodings are reproducible.
+FDE dimension ``reps × 2^k_sim × d_proj`` before the final projection. Defaults
+``k_sim=1, d_proj=256, reps=10`` (5,120 dimensions) and 1,000 candidates re-scored, chosen
+on SciFact *train* queries with ``bench/muvera_defaults_train.py`` (200 queries, the whole
+corpus, all-MiniLM-L6-v2 token vectors; never the test split): among 5,120- and
+10,240-dimension FDEs, candidate recall@100 against exhaustive MaxSim rose as ``k_sim``
+fell and ``d_proj`` grew (at 1,000 candidates: 0.874 for the paper-style ``k_sim=4,
+d_proj=16, reps=20``, 0.903 for ``3/32/20``, 0.919 for ``2/64/20``, 0.928 for ``1/256/10``;
+a single bucket, ``0/384/1``, i.e. summed query tokens against mean document tokens, 0.871).
+With untrained token vectors the sketch's projection noise costs more than coarse buckets
+do; a trained ColBERT checkpoint, whose token vectors are made for MaxSim, may prefer the
+paper's finer partitions — measure with that script on your own train queries.
+Re-scoring reads each query's candidates' token vectors on its own, while exhaustive
+search shares every block of the store among 64 queries, so MUVERA pays off only when the
+candidates are a small share of the corpus (set ``candidates`` lower on small corpora).
+All randomness comes from ``seed``, so encodings are reproducible.
 
 Why our own kernel: the aggregation is a ragged group-by (tokens → (document, bucket))
 with a per-document fill rule, which no library we depend on offers; one numba pass over
@@ -62,7 +67,7 @@ from retrievo.retrieve.exact import blas_threads, search_blocks
 from retrievo.retrieve.maxsim import DEFAULT_K, LateInteraction, rescore
 from retrievo.types import Queries, Rankings
 
-DEFAULTS = {"k_sim": 4, "d_proj": 16, "reps": 20, "final_dim": 0, "seed": 42, "candidates": 500}
+DEFAULTS = {"k_sim": 1, "d_proj": 256, "reps": 10, "final_dim": 0, "seed": 42, "candidates": 1000}
 _MEMORY: dict[tuple[str, str], VectorIndex] = {}
 _LOCK = threading.Lock()
 
