@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import os
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
+
+from retrievo.serving import is_loopback
 
 FALLBACK_QUERIES = [
     "protein folding misfolded aggregates", "vitamin D deficiency risk", "antibiotic resistance bacteria",
@@ -45,16 +46,6 @@ FALLBACK_QUERIES = [
     "cardiovascular disease statins", "malaria transmission mosquitoes", "gut microbiome diet",
     "cancer immunotherapy checkpoint", "smoking lung function", "depression treatment trials",
 ]
-
-
-def _loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_queries(source: str | None) -> list[str]:
@@ -157,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writers", type=int, default=0, help="clients adding documents meanwhile (write key)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if not _loopback(args.url):
+    if not is_loopback(urlparse(args.url).hostname or ""):
         ap.error("only loopback URLs (127.0.0.1, ::1, localhost): this tool is not for loading other machines")
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 600 or not 0 <= args.writers <= 64:
         ap.error("--clients must be in [1, 256], --writers in [0, 64] and --seconds in (0, 600]")

@@ -4,7 +4,6 @@ live with the service)."""
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,15 +30,6 @@ def _require_serve() -> None:
                                 "`pip install 'retrievo[serve]'`") from exc
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(
     target: Path = typer.Argument(..., help="An index folder, or a TOML config of named collections."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; loopback by default (see --private and keys "
@@ -62,12 +52,13 @@ def serve(
         _require_serve()
         import uvicorn
 
-        from retrievo.server.app import bind, create_app
+        from retrievo.server.app import create_app
         from retrievo.server.config import load_service, parse_pipelines
+        from retrievo.serving import bind, is_loopback
 
         service = load_service(target, pipelines=parse_pipelines(pipeline), open_specs=open_specs,
                                private=private, keys=keys)
-        if not _is_loopback(host):
+        if not is_loopback(host):
             typer.secho(f"warning: listening on {host}, not loopback: anyone who reaches it can "
                         f"{'use keys to ' if service.private else ''}search; writes need a write key",
                         fg=typer.colors.YELLOW, err=True)

@@ -23,14 +23,14 @@ Requests are served one at a time by the model (its lock); the server itself is 
 """
 
 
-import socket
-import threading
 import time
 import uuid
 from typing import Any, Literal
 
 from retrievo.errors import ConfigError, ContextLengthError, LLMError, MissingExtraError
 from retrievo.llm.base import GenerationParams, Message, Prompt
+from retrievo.serving import ServerThread
+from retrievo.serving import serve_in_thread as _serve_in_thread
 
 
 def _require_serve():
@@ -311,49 +311,17 @@ def create_app(llm: Any, model_name: str | None = None):
     return app
 
 
-class ServerThread:
-    """A uvicorn server running in a background thread: ``url`` (``http://host:port/v1``),
-    ``stop()``; a context manager."""
-
-    def __init__(self, server, thread: threading.Thread, host: str, port: int):
-        self.server, self.thread, self.host, self.port = server, thread, host, port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-    def __enter__(self) -> "ServerThread":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 def serve_in_thread(llm: Any, host: str = "127.0.0.1", port: int = 0, model_name: "str | None" = None,
                     app: Any = None, ready_timeout: float = 30.0) -> ServerThread:
     """Start an app (by default ``create_app(llm, model_name)``) on ``host:port`` (0: a free
-    port) in a daemon thread; returns once it accepts connections."""
+    port) in a daemon thread; returns once it accepts connections (``url`` ends in ``/v1``)."""
     _require_serve()
-    import uvicorn
-
     app = app if app is not None else create_app(llm, model_name)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="serve-llm")
-    thread.start()
-    deadline = time.monotonic() + ready_timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise LLMError("the serve-llm server did not start")
-        time.sleep(0.02)
-    return ServerThread(server, thread, host, sock.getsockname()[1])
+    try:
+        return _serve_in_thread(app, host, port, lifespan="off", base_path="/v1", name="serve-llm",
+                                ready_timeout=ready_timeout)
+    except RuntimeError as exc:
+        raise LLMError(str(exc)) from None
 
 
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, name: str | None = None) -> None:

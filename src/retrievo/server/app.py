@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
-import threading
 import time
 from importlib import resources
 from typing import Any
@@ -35,6 +33,8 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from retrievo.serving import ServerThread, bind
+from retrievo.serving import serve_in_thread as _serve_in_thread
 from retrievo.errors import (ConfigError, CorruptIndexError, DiskFullError, DuplicateIdError, EmptyQueryError,
                              IndexConflictError, IndexError_, IndexLockedError, PipelineSpecError, ResourceError, RetrievoError, StageInputError,
                              UnknownIdError)
@@ -374,52 +374,10 @@ def _version() -> str:
     return __version__
 
 
-class ServerThread:
-    """A uvicorn server in a background thread: ``url``, ``stop()``; a context manager."""
-
-    def __init__(self, server, thread: threading.Thread, host: str, port: int):
-        self.server, self.thread, self.host, self.port = server, thread, host, port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-    def __enter__(self) -> "ServerThread":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
-    sock.bind((host, port))
-    sock.listen(2048)  # connections queue from now on: a client told the port can connect at once
-    return sock
-
-
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, ready_timeout: float = 30.0) -> ServerThread:
     """Run ``app`` on ``host:port`` (0: a free port) in a daemon thread; returns once it
     accepts connections."""
-    import uvicorn
-
-    sock = bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="retrievo-serve")
-    thread.start()
-    deadline = time.monotonic() + ready_timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    return ServerThread(server, thread, host, sock.getsockname()[1])
+    return _serve_in_thread(app, host, port, lifespan="on", name="retrievo-serve", ready_timeout=ready_timeout)
 
 
 __all__ = ["APIError", "ServerThread", "bind", "create_app", "serve_in_thread"]
