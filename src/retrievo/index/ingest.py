@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from retrievo.index.columns import Columns, flatten_meta
 from retrievo.text import Analyzer
 from retrievo.types import Document, indexed_text
 
@@ -38,6 +39,7 @@ class AnalysedBatch:
     lengths: np.ndarray  # int64, terms per document
     stored: bytes | None  # JSON lines of the stored documents
     stored_lengths: np.ndarray | None
+    metas: list[dict[str, Any]] | None = None  # flattened scalar metadata (columns), None when no document has any
 
 
 try:  # orjson is several times faster than json for the document store
@@ -73,7 +75,9 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
     flat: list[int] = []
     lengths = np.empty(len(docs), dtype=np.int64)
     stored: list[bytes] = []
+    metas: list[dict[str, Any]] = []
     for i, (_, title, text, meta) in enumerate(docs):
+        metas.append(flatten_meta(meta))
         terms = analyzer(indexed_text(title, text))
         flat.extend(map(lookup, terms))
         lengths[i] = len(terms)
@@ -85,7 +89,8 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
     return AnalysedBatch(
         [d[0] for d in docs], list(local), np.array(flat, dtype=np.int32), lengths,
         b"".join(stored) if store else None,
-        np.fromiter(map(len, stored), dtype=np.int64, count=len(stored)) if store else None)
+        np.fromiter(map(len, stored), dtype=np.int64, count=len(stored)) if store else None,
+        metas if any(metas) else None)
 
 
 def _watch_parent(parent: int) -> None:
@@ -146,6 +151,7 @@ class SegmentBuilder:
         self._lengths: list[np.ndarray] = []
         self._stored: list[bytes] = []
         self._stored_lengths: list[np.ndarray] = []
+        self._metas: list[dict[str, Any] | None] = []
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -155,6 +161,7 @@ class SegmentBuilder:
         self._ids.extend(batch.doc_ids)
         self._term_ids.append(global_ids[batch.term_ids] if len(batch.term_ids) else np.empty(0, np.int64))
         self._lengths.append(batch.lengths)
+        self._metas.extend(batch.metas if batch.metas is not None else [None] * len(batch.doc_ids))
         if self.store:
             self._stored.append(batch.stored)
             self._stored_lengths.append(batch.stored_lengths)
@@ -183,7 +190,8 @@ class SegmentBuilder:
             blob = b"".join(self._stored)
         segment = Segment(f"seg-{name}", lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
                           tfs.astype(np.int32))
-        return segment, DocPart(f"part-{name}", ids, blob, offsets)
+        columns = Columns.build(self._metas) if any(self._metas) else None
+        return segment, DocPart(f"part-{name}", ids, blob, offsets, columns=columns)
 
 
 def growing_vocab(vocab: dict[str, int]) -> defaultdict:
