@@ -229,6 +229,11 @@ BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 _INDEX = Option("index", "index", help="index folder (default: the index the pipeline runs on)")
 
+#: a metadata filter applied before top-k selection (retrievo.index.filters), e.g.
+#: bm25(filter="year >= 2015 and source in ('pubmed', 'pmc')")
+_FILTER = Option("filter", "str", None, "metadata filter applied before top-k, e.g. \"year >= 2015 and "
+                 "source in ('pubmed','pmc')\" (=, !=, <, <=, >, >=, in, and, or, not)")
+
 #: options every LLM reranker, reader and rewriter shares
 _LLM_OPTIONS = (
     Option("model", "model", "smollm2", "LLM: smollm2 (bundled), qwen2.5-coder-0.5b (opt-in, sha256-checked), "
@@ -273,6 +278,7 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("threads", "int", None, "search threads (default: all cores)", min=1),
             Option("pruning", "choice", "auto", "exact dynamic pruning (block-max MaxScore): auto = for small k, "
                    "on/off force it; results are identical either way", choices=("auto", "on", "off")),
+            _FILTER,
             _INDEX,
         ),
         takes=("queries", "rankings"),
@@ -401,6 +407,7 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("m", "int", 16, "hnsw: links per node (usearch connectivity)", min=1),
             Option("ef_construction", "int", 128, "hnsw: candidate list while building", min=1),
             Option("ef", "int", 64, "hnsw: candidate list while searching (at least k is used)", min=1),
+            _FILTER,
             _INDEX,
         ),
         takes=("queries", "rankings"),

@@ -29,6 +29,10 @@ Given rankings instead of queries, ``dense`` scores only the candidates (as BM25
 see :mod:`retrievo.pipeline`): ``bm25 % 100 >> dense`` reranks BM25's top 100 by cosine.
 Ties are broken by ascending document id, as in every retriever here.
 
+``filter="year >= 2015"`` restricts every route (exact, codes, HNSW) to the documents
+whose metadata match, before top-k selection (see :mod:`retrievo.index.filters`):
+``min(k, matching)`` results, exact for exact search.
+
 A query may bring its own vector in ``Query.meta["vector"]`` (with the encoder identity
 in ``meta["vector_model"]``), which is how a feedback rewriter such as Rocchio hands a
 moved query vector to ``dense``; a vector from another model is refused.
@@ -203,6 +207,7 @@ class Dense(Retriever):
     ef_construction: int = 128
     ef: int = 64
     progress: bool = True
+    filter: str | None = None
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "dense"
     takes = (Queries, Rankings)
@@ -234,6 +239,8 @@ class Dense(Retriever):
         if not isinstance(self.index, (VectorIndex, InvertedIndex)):
             raise ConfigError(f"dense needs a VectorIndex or an InvertedIndex with stored documents, "
                               f"got {type(self.index).__name__}")
+        if self.filter is not None:
+            self.index.filter_mask(self.filter)  # a bad filter fails here, before anything is encoded
         self._vectors()  # encode (or open the cache) now, so the first batch's timing is only search
 
     @classmethod
@@ -281,6 +288,26 @@ class Dense(Retriever):
                 kind = hnsw_kind(self.m, self.ef_construction)
                 self._state["graphs"] = [u.value() for u in self._derived(vindex, kind)]
         return self._state["vindex"]
+
+    def _allowed(self, vindex: VectorIndex) -> np.ndarray | None:
+        """The filter's documents in ``vindex``'s numbering, live ones only (None: no
+        filter). On a lexical index the filter is compiled there (its documents carry the
+        metadata) and carried over to the cached vector index by id."""
+        if self.filter is None:
+            return vindex.live
+        if vindex is self.index:
+            return vindex.allowed(self.filter)
+        key = ("allowed", self.filter, self._state.get("key"), vindex.version)
+        if self._state.get("allowed_key") != key:
+            lexical = self.index
+            chosen = lexical.allowed(self.filter)
+            numbers = np.arange(lexical.total_docs) if chosen is None else np.flatnonzero(chosen)
+            id_map = vindex.docstore.id_map()
+            mask = np.zeros(vindex.total_docs, dtype=bool)
+            rows = [id_map[d] for d in lexical.doc_ids[numbers].tolist() if d in id_map]
+            mask[np.asarray(rows, dtype=np.int64)] = True
+            self._state.update(allowed_key=key, allowed=mask)
+        return self._state["allowed"]
 
     @staticmethod
     def _derived(vindex: VectorIndex, kind: str) -> list:
@@ -336,15 +363,17 @@ class Dense(Retriever):
             return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
         qv = self.query_vectors(queries)
         threads = max(1, min(self.threads or default_threads(), len(queries)))
+        allowed = self._allowed(vindex)  # the filter joins the live bitmap, applied before top-k
         if self.codes is not None:
             docs, scores, counts = search_codes(self._state["codes"], qv, vindex, self.k, self.rescore, threads,
-                                                read="pread" if self.bigranular else "mmap")
+                                                read="pread" if self.bigranular else "mmap", allowed=allowed)
         elif self.search == "hnsw":
             from retrievo.retrieve.hnsw import search_hnsw
 
-            docs, scores, counts = search_hnsw(self._state["graphs"], qv, vindex, self.k, self.ef, threads)
+            docs, scores, counts = search_hnsw(self._state["graphs"], qv, vindex, self.k, self.ef, threads,
+                                               allowed=None if self.filter is None else allowed)
         else:
-            docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, vindex.live,
+            docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, allowed,
                                                  vindex.id_rank, vindex.by_rank, self.k, threads)
         k = docs.shape[1]
         mask = np.arange(k)[None, :] < counts[:, None]
@@ -362,6 +391,7 @@ class Dense(Retriever):
         qv = self.query_vectors(queries)
         id_map = vindex.docstore.id_map()
         id_rank = vindex.id_rank
+        keep = None if self.filter is None else self._allowed(vindex)
         lists = []
         for qi, ranked in enumerate(rankings):
             cand_ids = ranked.doc_ids.tolist()
@@ -370,9 +400,12 @@ class Dense(Retriever):
             except KeyError as exc:
                 raise UnknownIdError(f"dense cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
                                      "it is not in the vector index") from None
+            doc_ids = ranked.doc_ids
+            if keep is not None:  # a filtered stage passes on only the candidates the filter keeps
+                doc_ids, numbers = doc_ids[keep[numbers]], numbers[keep[numbers]]
             scores = score_numbers(qv[qi], vindex.vectors_of(numbers))
             order = np.lexsort((id_rank[numbers], -scores))
-            lists.append((ranked.doc_ids[order], scores[order]))
+            lists.append((doc_ids[order], scores[order]))
         return Rankings.from_lists(queries, lists)
 
     # identity ----------------------------------------------------------------------------
@@ -401,6 +434,8 @@ class Dense(Retriever):
             for key, default in (("m", 16), ("ef_construction", 128), ("ef", 64)):
                 if getattr(self, key) != default:
                     params[key] = getattr(self, key)
+        if self.filter is not None:
+            params["filter"] = self.filter
         approximate = self.codes is not None or self.search == "hnsw"
         if approximate and self.k != DEFAULT_K:
             params["k"] = self.k  # not a cut-off: it sets the candidate depth (see with_cutoff)
