@@ -237,9 +237,11 @@ class InvertedIndex(DocumentNumbering):
         return cls.open(path)
 
     def _ingest(self, documents: Iterable[Document], segment_docs: int, progress: bool, total: int | None,
-                folder: Path | None, workers: int | None = None) -> list[DocPart]:
+                folder: Path | None, workers: int | None = None, replacing: bool = False) -> list[DocPart]:
         """Analyse ``documents`` into new segments (written under ``folder`` when given);
-        returns their document parts. On failure the index is left as it was."""
+        returns their document parts. On failure the index is left as it was.
+        ``replacing``: ids already in the index are allowed (an upsert tombstones their
+        old versions afterwards); an id twice in ``documents`` is still refused."""
         if isinstance(segment_docs, bool) or not isinstance(segment_docs, int) or segment_docs < 1:
             raise ConfigError(f"segment_docs must be a whole number >= 1, got {segment_docs!r}")
         if folder is not None:
@@ -247,7 +249,7 @@ class InvertedIndex(DocumentNumbering):
             (folder / DOCS_FOLDER).mkdir(exist_ok=True)
         with self._restored_on_failure():
             vocab = growing_vocab(self.vocab)
-            stream = document_tuples(documents, self._live_id_set() if self.segments else set())
+            stream = document_tuples(documents, self._live_id_set() if self.segments and not replacing else set())
             batches = analysed_batches(_progress(stream, progress, total, "indexing"), self.analyzer, self.store,
                                        default_workers() if workers is None else workers, min(500, segment_docs))
             builder = SegmentBuilder(vocab, self.store)
@@ -321,6 +323,37 @@ class InvertedIndex(DocumentNumbering):
             if added:
                 self._publish(txn)
         return [d for p in added for d in p.ids.tolist()]
+
+    def upsert(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None,
+               segment_docs: int = DEFAULT_SEGMENT_DOCS, workers: int | None = None) -> tuple[int, int]:
+        """Insert ``documents``, replacing the live documents with the same ids, in ONE
+        generation: the new versions are written as new segment(s), the old ones are
+        tombstoned, and both are published by a single manifest, so a reader — or a
+        process killed at any instant — sees either the old index or the new one, never
+        a document missing or twice. Returns ``(replaced, added)``.
+
+        Scores afterwards equal those of a fresh build of the resulting documents:
+        segments store statistics, not scores, and BM25 recomputes idf and lengths over
+        the live documents (see :mod:`retrievo.index.segment`)."""
+        def apply(folder: Path | None) -> tuple[int, int]:
+            before = self.docstore.id_map()  # old versions, by global number (unchanged by appending)
+            added = self._ingest(documents, segment_docs, progress, total, folder, workers, replacing=True)
+            new_ids = [d for p in added for d in p.ids.tolist()]
+            targets = sorted(before[d] for d in new_ids if d in before)
+            if targets:
+                self._tombstone(targets)
+                self._invalidate()
+            return len(targets), len(new_ids) - len(targets)
+
+        if self.path is None:
+            with self._restored_on_failure():
+                return apply(None)
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            counts = apply(self.path)
+            if sum(counts):
+                lifecycle.fault_point("upsert.before_publish")
+                self._publish(txn)
+        return counts
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""

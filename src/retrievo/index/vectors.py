@@ -47,6 +47,7 @@ from retrievo.index import lifecycle
 from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array, tmp_sibling
 from retrievo.index.derived import Unit, build_arrays, check_kind, write_unit
 from retrievo.index.base import DocumentNumbering
+from retrievo.index.columns import Columns, flatten_meta
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.types import Document
 
@@ -370,7 +371,8 @@ class VectorIndex(DocumentNumbering):
                                   ensure_ascii=False).encode() for d in documents]
             offsets = np.zeros(len(records) + 1, dtype=np.int64)
             np.cumsum([len(r) for r in records], out=offsets[1:])
-            docs = DocPart(name, ids_arr, b"".join(records), offsets)
+            columns = Columns.build([flatten_meta(d.meta) for d in documents])
+            docs = DocPart(name, ids_arr, b"".join(records), offsets, columns=columns)
         return VectorPart(name, vectors), docs
 
     def _write_new(self, txn: lifecycle.Transaction) -> None:
@@ -443,6 +445,42 @@ class VectorIndex(DocumentNumbering):
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
         return self._delete_published(doc_ids, missing_ok, source)
+
+    def upsert(self, ids: Sequence[str], vectors: Any, documents: Sequence[Document] | None = None, *,
+               source: str | None = None) -> tuple[int, int]:
+        """Insert or replace the vectors (and documents) of ``ids`` in ONE generation:
+        the ids already present are tombstoned and the new rows added as a new part,
+        published together, so a reader (or a crash) sees the old state or the new one,
+        never the deletions without the additions. Returns ``(replaced, added)``."""
+        vectors = _as_vectors(vectors, self.dim)
+        ids = [str(i) for i in ids]
+        if not ids:
+            return 0, 0
+        if self.store and documents is None:
+            raise ConfigError("this vector index stores text: give the documents of the upserted vectors")
+        part, docs = self._make_part(ids, vectors, documents if self.store else None)  # validates first
+        targets = self._deletion_targets([i for i in ids if i in self.docstore], missing_ok=False)
+        units = _units_for(part, self.kinds)
+
+        def apply():
+            self._tombstone(targets)
+            self.parts.append(part)
+            self.doc_parts.append(docs)
+            self.lives.append(None)
+            self.derived.append(units)
+            if source is not None:
+                self.info["source"] = source
+            self._invalidate()
+
+        if self.path is None:
+            apply()
+        else:
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+                apply()
+                self._write_parts(self.path)
+                lifecycle.fault_point("upsert.before_publish")
+                self._publish(txn)
+        return len(targets), len(ids) - len(targets)
 
     def merge(self) -> "VectorIndex":
         """Compact every part into one without the deleted documents."""
