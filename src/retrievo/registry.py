@@ -96,6 +96,10 @@ class StageEntry:
     gives: str | None = None
     #: a spec that shows the stage in use (listings, and the stage contract test suite)
     example: str | None = None
+    #: the type of options whose names the stage chooses itself (bm25f's field weights,
+    #: ``bm25f(title=2.0, abstract=0.5)``): any option not listed above is checked and
+    #: converted as this one; None (the default): unlisted options are refused
+    extra: Option | None = None
 
     def io(self) -> tuple[tuple[str, ...], str] | None:
         """(takes, gives) as declared, else the kind's default, else None (unknown)."""
@@ -381,6 +385,26 @@ BUILTIN: tuple[StageEntry, ...] = (
          Option("mode", "choice", "generate", "generate the permutation (RankGPT prompt) or read it from the "
                 "first identifier's logits (FIRST prompt)", choices=("generate", "first"))),
         example="bm25 % 20 >> full(model=smollm2)",
+    ),
+    StageEntry(
+        "bm25f", "retrievo.retrieve.bm25f:BM25F.from_options",
+        "multi-field BM25: BM25F (Robertson & Zaragoza; per-field weights and length normalisation, one "
+        "saturation) or per-field BM25 summed by weight; field weights as options (default title=1, text=1), "
+        "b_<field> for a field's b (default 0.4); separate field postings come from `index --fields` or are "
+        "analysed from the stored documents",
+        "retriever",
+        (
+            Option("k1", "float", 0.9, "term-frequency saturation (> 0)", min=0),
+            Option("combine", "choice", "bm25f", "bm25f: weight field frequencies, then saturate once; sum: "
+                   "weighted sum of per-field BM25 scores", choices=("bm25f", "sum")),
+            Option("k", "int", 1000, "results per query", min=1),
+            _FILTER,
+            _INDEX,
+        ),
+        takes=("queries", "rankings"),
+        example="bm25f(title=2.0, text=1.0, b_title=0.5)",
+        extra=Option("field", "float", None, "a field's weight (<field>=w) or length normalisation "
+                     "(b_<field>=b, in [0, 1])", min=0),
     ),
     StageEntry(
         "dense", "retrievo.retrieve.dense:Dense.from_options",
