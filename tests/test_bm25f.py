@@ -188,3 +188,26 @@ def test_spec_options_filter_and_candidates(index):
     for f, r in zip(full, reranked):
         score = dict(zip(f.doc_ids, f.scores))
         assert all(score.get(d, 0) == s for d, s in zip(r.doc_ids, r.scores))
+
+
+def test_cli_index_fields_and_search_bm25f(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from retrievo.cli.main import app
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text, **d.meta}) + "\n"
+                              for d in DOCS))
+    runner = CliRunner()
+    out = runner.invoke(app, ["index", str(corpus), str(tmp_path / "c.idx"), "--fields", "title,text,abstract"])
+    assert out.exit_code == 0, out.output
+    assert InvertedIndex.open(tmp_path / "c.idx").fields == FIELDS
+    res = runner.invoke(app, ["search", str(tmp_path / "c.idx"), "ranking query", "--json", "-k", "5",
+                              "-p", "bm25f(title=2.0, text=1.0, abstract=0.5)"])
+    assert res.exit_code == 0, res.output
+    got = [r["doc_id"] for r in json.loads(res.output.strip().splitlines()[-1])["results"]]
+    idx = InvertedIndex.build(DOCS, fields=FIELDS, workers=1)
+    want = BM25F(idx, {"title": 2.0, "text": 1.0, "abstract": 0.5}, k=5)(Queries.of({"q": "ranking query"}))
+    assert got == list(want[0].doc_ids)

@@ -168,6 +168,8 @@ def index_cmd(
     add: bool = typer.Option(False, "--add", help="Add the documents to an existing index instead of rebuilding."),
     upsert: bool = typer.Option(False, "--upsert", help="Insert the documents into an existing index, replacing "
                                                         "those with the same ids, in one atomic commit."),
+    fields: Optional[str] = typer.Option(None, "--fields", help="Also index these fields separately for bm25f, "
+                                                                "e.g. title,text,abstract (opt-in: more disk)."),
 ) -> None:
     """Build a BM25-ready inverted index on disk (or add documents to one)."""
     from retrievo import workflows
@@ -195,7 +197,8 @@ def index_cmd(
                        f"in {time.perf_counter() - start:.1f} s.")
             return
         idx = workflows.build_index(None if str(source) == "pydoc" else source, output, analyzer=analyzer or "english",
-                                    store=store, progress=True, segment_docs=segment_docs, merge=merge)
+                                    store=store, progress=True, segment_docs=segment_docs, merge=merge,
+                                    fields=fields.split(",") if fields else None)
         typer.echo(f"Indexed {len(idx):,} documents ({idx.vocab_size:,} terms) into {output} "
                    f"in {time.perf_counter() - start:.1f} s.")
     except (RetrievoError, OSError) as exc:  # FileExistsError is an OSError
