@@ -185,10 +185,19 @@ def _bm25_brute(index: InvertedIndex, mask: np.ndarray, k: int) -> Rankings:
 
 
 def _check_bm25(index, text, mask, k):
+    from retrievo.retrieve import bm25 as bm25_mod
+
     brute = _bm25_brute(index, mask, k)
     full = BM25(index, k=index.total_docs, pruning="off")(QUERIES)
-    for pruning in ("on", "off"):
-        got = BM25(index, k=k, filter=text, pruning=pruning)(QUERIES)
+    saved = bm25_mod.FILTER_COMPACT_FRACTION
+    runs = []
+    try:  # every kernel path: full lists with the bitmap (pruned or not), lists compacted to the filter
+        for pruning, fraction in (("on", 0.0), ("off", 0.0), ("off", 1.0)):
+            bm25_mod.FILTER_COMPACT_FRACTION = fraction
+            runs.append((pruning, BM25(index, k=k, filter=text, pruning=pruning)(QUERIES)))
+    finally:
+        bm25_mod.FILTER_COMPACT_FRACTION = saved
+    for pruning, got in runs:
         for g, b, f in zip(got, brute, full):
             assert list(g.doc_ids) == list(b.doc_ids), (text, pruning)
             np.testing.assert_array_equal(g.scores, b.scores)
