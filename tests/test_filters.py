@@ -396,3 +396,21 @@ def test_cli_search_filter_and_upsert(tmp_path):
     assert up.exit_code == 0 and "1 replaced, 1 added" in up.output, up.output
     res = runner.invoke(app, ["search", str(tmp_path / "c.idx"), "zucchini", "--json", "--filter", "year < 2000"])
     assert [r["doc_id"] for r in json.loads(res.output.strip().splitlines()[-1])["results"]] == [DOCS[0].doc_id]
+
+
+def test_readme_fields_filters_upserts_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's ``py`` example of fields, filters and upserts runs as written and
+    prints what its comments say."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Fields, filters and upserts"):]
+    code = re.search(r"```py\n(.*?)```", section, flags=re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+    printed = capsys.readouterr().out.splitlines()
+    # the values the README's comments announce, in order
+    assert printed == ["['c']", "['a', 'c']", "(1, 0)", "['b', 'c']"]
+    for value in printed:
+        assert f"# {value}" in code
