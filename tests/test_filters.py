@@ -387,6 +387,8 @@ def test_cli_search_filter_and_upsert(tmp_path):
     got = [r["doc_id"] for r in json.loads(res.output.strip().splitlines()[-1])["results"]]
     keep = {d.doc_id for d in DOCS[:80] if d.meta.get("year", 0) >= 2010 and d.meta.get("source") in ("pubmed", "pmc")}
     assert got and set(got) <= keep
+    info = runner.invoke(app, ["info", str(tmp_path / "c.idx")])
+    assert "metadata:" in info.output and "year (number)" in info.output and "published (date)" in info.output
     bad = runner.invoke(app, ["search", str(tmp_path / "c.idx"), "apple", "--filter", "year >>= 3"])
     assert bad.exit_code != 0 and "position" in bad.output
     update = tmp_path / "u.jsonl"

@@ -490,6 +490,10 @@ def info(
                 ("size on disk", _human_bytes(facts.get("size_on_disk_bytes"))),
                 ("analyzer", analyzer),
                 ("identity", facts.get("identity") or "(not recorded by this index format)")]
+        if facts.get("fields"):
+            rows.append(("fields", ", ".join(facts["fields"])))
+        if facts.get("metadata"):  # the filter-able columns, with their types
+            rows.append(("metadata", ", ".join(f"{k} ({t})" for k, t in facts["metadata"].items())))
         for name, value in rows:
             typer.echo(f"{name + ':':<14}{value}")
     except (RetrievoError, OSError) as exc:
