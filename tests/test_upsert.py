@@ -202,3 +202,23 @@ def test_kill_at_random_instants_leaves_old_or_new(tmp_path):
         interrupted += "done" not in out
         assert _state(path) in (old, new)
     assert interrupted >= 1  # most kills land inside the upsert; at least one must
+
+
+def test_a_failed_vector_upsert_publishes_nothing(tmp_path):
+    from retrievo.index import lifecycle
+
+    rng = np.random.default_rng(4)
+    vi = VectorIndex.build(["a", "b", "c"], rng.standard_normal((3, 4)).astype(np.float32), tmp_path / "v.idx",
+                           model="m")
+    before = vi.vectors(["a", "b", "c"]).copy()
+
+    def fail(step):
+        if step == "upsert.before_publish":
+            raise OSError("disk gone")
+
+    with lifecycle.fault_hook(fail), pytest.raises(OSError):
+        vi.upsert(["a", "d"], rng.standard_normal((2, 4)).astype(np.float32))
+    for current in (vi, VectorIndex.open(tmp_path / "v.idx")):  # in memory and on disk: the old state
+        assert len(current) == 3 and "d" not in current
+        np.testing.assert_array_equal(current.vectors(["a", "b", "c"]), before)
+    assert verify_index(tmp_path / "v.idx").ok

@@ -587,6 +587,8 @@ def pipelines(
             typer.echo(f"    {o.describe():<42} {o.help}")
         if e.options is None:
             typer.echo("    (options not declared: any name=value is passed through)")
+        if getattr(e, "extra", None) is not None:
+            typer.echo(f"    {'<name>: ' + e.extra.type + ' (any other option)':<42} {e.extra.help}")
         if e.example:
             typer.echo(f"    e.g. {e.example}")
     if not name:
