@@ -58,7 +58,6 @@ def search_hnsw(graphs, queries: np.ndarray, vindex, k: int, ef: int, threads: i
     if ef < 1:
         raise ConfigError(f"ef must be >= 1, got {ef}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    n_q = len(queries)
     if allowed is None:
         return _search_graphs(graphs, queries, vindex, k, ef, threads, None, 1.0)
     allowed = np.asarray(allowed, dtype=bool)
