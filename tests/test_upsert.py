@@ -222,3 +222,27 @@ def test_a_failed_vector_upsert_publishes_nothing(tmp_path):
         assert len(current) == 3 and "d" not in current
         np.testing.assert_array_equal(current.vectors(["a", "b", "c"]), before)
     assert verify_index(tmp_path / "v.idx").ok
+
+
+def test_dense_cache_reencodes_documents_replaced_by_an_upsert(tmp_path):
+    """The dense stage's cached vectors follow an upsert: a document replaced under the
+    same id is encoded again (found by the text hash recorded with each vector), so the
+    results equal those over a fresh build."""
+    pytest.importorskip("torch")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from retrievo.retrieve.dense import Dense
+
+    rng = np.random.default_rng(8)
+    docs = [_doc(rng, f"d{i}") for i in range(30)]
+    lex = InvertedIndex.build(docs, tmp_path / "l.idx", workers=1)
+    queries = Queries.of({"q": "a recipe for chocolate cake with butter and sugar"})
+    Dense(lex, k=5, progress=False)(queries)  # encodes and caches the 30 documents
+    replacement = Document("d7", "Bake a chocolate cake: butter, sugar, eggs and cocoa.", "Chocolate cake recipe")
+    lex.upsert([replacement], workers=1)
+    got = Dense(InvertedIndex.open(lex.path), k=5, progress=False)(queries)
+    fresh_docs = [replacement if d.doc_id == "d7" else d for d in docs]
+    fresh = InvertedIndex.build(fresh_docs, tmp_path / "f.idx", workers=1)
+    want = Dense(fresh, k=5, progress=False)(queries)
+    assert got[0].doc_ids[0] == "d7"
+    np.testing.assert_array_equal(got.doc_ids, want.doc_ids)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
