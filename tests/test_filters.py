@@ -333,6 +333,34 @@ def test_filtered_hnsw_recall_at_every_selectivity(force_graph, monkeypatch):
         assert recall >= 0.98, (keep, recall)
 
 
+def test_dense_stage_selective_filter_scores_only_its_vectors(vindex, monkeypatch):
+    """The subset route (a selective filter's vectors gathered once) returns what the
+    full route returns, with every document of a small filter."""
+    pytest.importorskip("torch")
+    from retrievo.retrieve import dense as dense_mod
+    from retrievo.retrieve.dense import Dense
+
+    q = _vectors(4, 32, 9)
+    queries = Queries(["a", "b", "c", "d"], ["x"] * 4, [{"vector": v} for v in q])
+    text = "source = 'pmc' and year < 2006"
+    mask = vindex.allowed(text)
+    assert 0 < mask.sum() <= 0.125 * vindex.total_docs
+    stage = Dense.__new__(Dense)  # a model-free stage over the test vectors: query vectors are given
+    stage.__dict__.update(index=vindex, k=7, threads=1, codes=None, search="exact", filter=text,
+                          _state={"key": ("fixed",), "vindex": vindex})
+    monkeypatch.setattr(Dense, "_vectors", lambda self: vindex)
+    monkeypatch.setattr(Dense, "query_vectors", lambda self, qs: q)
+    routes = []
+    for fraction in (1.0, 0.0):
+        monkeypatch.setattr(dense_mod, "FILTER_SUBSET_FRACTION", fraction)
+        routes.append(stage(queries))
+    assert "subsets" in stage._state
+    np.testing.assert_array_equal(routes[0].doc_ids, routes[1].doc_ids)
+    np.testing.assert_allclose(routes[0].scores, routes[1].scores, atol=1e-6)
+    for r, (numbers, _) in zip(routes[0], _dense_brute(vindex, q, mask, 7)):
+        assert list(r.doc_ids) == vindex.doc_ids[numbers].tolist()
+
+
 def test_dense_stage_filters_before_top_k(tmp_path):
     pytest.importorskip("torch")
     from retrievo.pipeline import parse

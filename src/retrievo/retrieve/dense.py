@@ -62,6 +62,11 @@ from retrievo.types import Queries, Rankings
 
 DEFAULT_K = 1000
 CACHE_ENV = "RETRIEVO_CACHE_DIR"
+# exact search with a filter keeping at most this fraction of the documents scores only
+# their vectors (gathered once per filter and index version, FILTER_CACHE filters kept)
+# instead of every vector with the excluded ones skipped at selection
+FILTER_SUBSET_FRACTION = 0.125
+FILTER_CACHE = 8
 VECTOR_META = "vector"
 VECTOR_MODEL_META = "vector_model"
 
@@ -349,6 +354,23 @@ class Dense(Retriever):
             self._state.update(allowed_key=key, allowed=mask)
         return self._state["allowed"]
 
+    def _subset(self, vindex: VectorIndex, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(document numbers, their vectors, rank -> position) of a selective filter's
+        live documents, or None above :data:`FILTER_SUBSET_FRACTION`. Ties still break by
+        the index-wide id rank, so the order is the one the full search gives."""
+        numbers = np.flatnonzero(allowed)
+        if len(numbers) > FILTER_SUBSET_FRACTION * max(vindex.total_docs, 1):
+            return None
+        cache = self._state.setdefault("subsets", {})
+        key = (self.filter, self._state.get("key"), vindex.version)
+        if key not in cache:
+            if len(cache) >= FILTER_CACHE:
+                cache.pop(next(iter(cache)))
+            by_rank = np.full(max(vindex.total_docs, 1), -1, dtype=np.int32)
+            by_rank[vindex.id_rank[numbers]] = np.arange(len(numbers), dtype=np.int32)
+            cache[key] = (numbers, np.ascontiguousarray(vindex.vectors_of(numbers), dtype=np.float32), by_rank)
+        return cache[key]
+
     @staticmethod
     def _derived(vindex: VectorIndex, kind: str) -> list:
         """The index's ``kind`` units, built and published on first use; an index folder
@@ -412,6 +434,11 @@ class Dense(Retriever):
 
             docs, scores, counts = search_hnsw(self._state["graphs"], qv, vindex, self.k, self.ef, threads,
                                                allowed=None if self.filter is None else allowed)
+        elif self.filter is not None and (subset := self._subset(vindex, allowed)) is not None:
+            numbers, vectors, by_rank = subset  # the filter's vectors only, ordered as the full search
+            docs, scores, counts = search_blocks(qv, [(0, vectors)], len(numbers), None,
+                                                 vindex.id_rank[numbers], by_rank, self.k, threads)
+            docs = numbers[docs]
         else:
             docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, allowed,
                                                  vindex.id_rank, vindex.by_rank, self.k, threads)
