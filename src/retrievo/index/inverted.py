@@ -140,6 +140,15 @@ class InvertedIndex(DocumentNumbering):
     def vocab_size(self) -> int:
         return len(self.terms)
 
+    def _aligned_fields(self) -> list[list[Segment]]:
+        """``field_segments``, one (possibly empty) list per segment: a sibling format that
+        appends segments of its own (impacts) adds no field segments, so the pairing is
+        restored here before anything zips the two."""
+        missing = len(self.segments) - len(self.field_segments)
+        if missing > 0:
+            self.field_segments.extend([] for _ in range(missing))
+        return self.field_segments
+
     @property
     def fields(self) -> tuple[str, ...]:
         """Named fields kept as separate postings (``build(fields=...)``), in order."""
@@ -193,7 +202,7 @@ class InvertedIndex(DocumentNumbering):
                 "deletes": [None if lv is None else hash_array(np.asarray(lv, dtype=bool)) for lv in self.lives],
                 "docs": [part.content_hash() for part in self.doc_parts], "text": self.store,
                 **({"fields": list(self.fields),
-                    "field_segments": [[f.content_hash() for f in fs] for fs in self.field_segments]}
+                    "field_segments": [[f.content_hash() for f in fs] for fs in self._aligned_fields()]}
                    if self.fields else {}),
                 **self._extra_payload(),
             }
@@ -306,6 +315,7 @@ class InvertedIndex(DocumentNumbering):
                         seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
                         part = part.write(folder / DOCS_FOLDER)
                         lifecycle.fault_point("ingest.after_part")
+                    self._aligned_fields()  # (a sibling format may have added segments without fields)
                     self.segments.append(seg)
                     self.field_segments.append(fsegs)
                     self.lives.append(None)
@@ -327,7 +337,7 @@ class InvertedIndex(DocumentNumbering):
         """Undo in-memory changes when a change fails part-way, so the object keeps
         matching its published generation (whose unpublished files GC removes)."""
         saved = (list(self.segments), list(self.lives), list(self.doc_parts), len(self.terms), self._vocab,
-                 list(self.field_segments))
+                 list(self._aligned_fields()))
         try:
             yield
         except BaseException:
@@ -345,7 +355,7 @@ class InvertedIndex(DocumentNumbering):
                            None if folder is None else folder / DOCS_FOLDER)
         fsegs = []
         for j in range(len(self.fields)):
-            inputs = [fs[j] for fs in self.field_segments]
+            inputs = [fs[j] for fs in self._aligned_fields()]
             if folder is None:
                 fsegs.append(merge_segments(inputs, self.lives, f"seg-{name}.f{j}", self.vocab_size))
             else:
@@ -451,7 +461,7 @@ class InvertedIndex(DocumentNumbering):
             folder = txn.path
             (folder / SEGMENTS_FOLDER).mkdir()
             (folder / DOCS_FOLDER).mkdir()
-            for seg in self.segments + [f for fs in self.field_segments for f in fs]:
+            for seg in self.segments + [f for fs in self._aligned_fields() for f in fs]:
                 seg.write(folder / SEGMENTS_FOLDER)
             saved = type(self)([Segment.load(folder / SEGMENTS_FOLDER / s.name) for s in self.segments],
                                [None if lv is None else np.array(lv) for lv in self.lives], self.terms,
@@ -479,7 +489,7 @@ class InvertedIndex(DocumentNumbering):
         files = [vocab_name]
         checksums = {vocab_name: hash_bytes(vocab_bytes)}
         seg_entries = []
-        for seg, part, lv, fsegs in zip(self.segments, self.doc_parts, self.lives, self.field_segments):
+        for seg, part, lv, fsegs in zip(self.segments, self.doc_parts, self.lives, self._aligned_fields()):
             entry: dict[str, Any] = {"name": seg.name, "n_docs": seg.n_docs, "sha256": seg.content_hash(),
                                      "docs": part.name}
             files.append(f"{SEGMENTS_FOLDER}/{seg.name}")
@@ -591,7 +601,7 @@ class InvertedIndex(DocumentNumbering):
             return _reopen, (str(self.path), self._mmap)
         return _from_state, (self.segments, self.lives, self.terms, self.analyzer.config(),
                              {"store": self.store, **({"fields": list(self.fields)} if self.fields else {})},
-                             self.doc_parts, self.field_segments)
+                             self.doc_parts, self._aligned_fields())
 
 
 def _check_segment(path: Path, entry: dict[str, Any], seg: Segment, vocab_size: int) -> None:
