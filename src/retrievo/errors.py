@@ -136,6 +136,37 @@ class DimensionMismatchError(ConfigError):
     pair up)."""
 
 
+class FilterError(ConfigError):
+    """A metadata filter that cannot be applied to an index (base of the three below)."""
+
+
+class FilterSyntaxError(FilterError):
+    """A filter expression that does not parse; ``position`` is the 0-based character
+    offset of the problem in ``expression``, and the message points at it."""
+
+    def __init__(self, message: str, expression: str = "", position: int | None = None):
+        self.expression, self.position = expression, position
+        if position is not None and expression:
+            message = f"{message} at position {position}:\n  {expression}\n  {' ' * position}^"
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", "", None))
+
+
+class UnknownFieldError(FilterError, KeyError):
+    """A filter names a metadata field that no document of the index has."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FilterTypeError(FilterError, TypeError):
+    """A filter compares a field with a value of another type (``year = 'abc'`` on a
+    number column), or uses an operator the field's type does not have (a range on a
+    keyword)."""
+
+
 class EvaluationError(RetrievoError, ValueError):
     """Runs and judgments that cannot be evaluated together (e.g. no query id in common)."""
 
@@ -213,6 +244,10 @@ __all__ = [
     "EmptyDocumentError",
     "DocumentTooLongError",
     "EvaluationError",
+    "FilterError",
+    "FilterSyntaxError",
+    "FilterTypeError",
+    "UnknownFieldError",
     "MetricError",
     "MissingExtraError",
 ]

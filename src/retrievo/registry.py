@@ -96,6 +96,10 @@ class StageEntry:
     gives: str | None = None
     #: a spec that shows the stage in use (listings, and the stage contract test suite)
     example: str | None = None
+    #: the type of options whose names the stage chooses itself (bm25f's field weights,
+    #: ``bm25f(title=2.0, abstract=0.5)``): any option not listed above is checked and
+    #: converted as this one; None (the default): unlisted options are refused
+    extra: Option | None = None
 
     def io(self) -> tuple[tuple[str, ...], str] | None:
         """(takes, gives) as declared, else the kind's default, else None (unknown)."""
@@ -229,6 +233,11 @@ BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 _INDEX = Option("index", "index", help="index folder (default: the index the pipeline runs on)")
 
+#: a metadata filter applied before top-k selection (retrievo.index.filters), e.g.
+#: bm25(filter="year >= 2015 and source in ('pubmed', 'pmc')")
+_FILTER = Option("filter", "str", None, "metadata filter applied before top-k, e.g. \"year >= 2015 and "
+                 "source in ('pubmed','pmc')\" (=, !=, <, <=, >, >=, in, and, or, not)")
+
 #: options every LLM reranker, reader and rewriter shares
 _LLM_OPTIONS = (
     Option("model", "model", "smollm2", "LLM: smollm2 (bundled), qwen2.5-coder-0.5b (opt-in, sha256-checked), "
@@ -273,6 +282,7 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("threads", "int", None, "search threads (default: all cores)", min=1),
             Option("pruning", "choice", "auto", "exact dynamic pruning (block-max MaxScore): auto = for small k, "
                    "on/off force it; results are identical either way", choices=("auto", "on", "off")),
+            _FILTER,
             _INDEX,
         ),
         takes=("queries", "rankings"),
@@ -377,6 +387,26 @@ BUILTIN: tuple[StageEntry, ...] = (
         example="bm25 % 20 >> full(model=smollm2)",
     ),
     StageEntry(
+        "bm25f", "retrievo.retrieve.bm25f:BM25F.from_options",
+        "multi-field BM25: BM25F (Robertson & Zaragoza; per-field weights and length normalisation, one "
+        "saturation) or per-field BM25 summed by weight; field weights as options (default title=1, text=1), "
+        "b_<field> for a field's b (default 0.4); separate field postings come from `index --fields` or are "
+        "analysed from the stored documents",
+        "retriever",
+        (
+            Option("k1", "float", 0.9, "term-frequency saturation (> 0)", min=0),
+            Option("combine", "choice", "bm25f", "bm25f: weight field frequencies, then saturate once; sum: "
+                   "weighted sum of per-field BM25 scores", choices=("bm25f", "sum")),
+            Option("k", "int", 1000, "results per query", min=1),
+            _FILTER,
+            _INDEX,
+        ),
+        takes=("queries", "rankings"),
+        example="bm25f(title=2.0, text=1.0, b_title=0.5)",
+        extra=Option("field", "float", None, "a field's weight (<field>=w) or length normalisation "
+                     "(b_<field>=b, in [0, 1])", min=0),
+    ),
+    StageEntry(
         "dense", "retrievo.retrieve.dense:Dense.from_options",
         "dense retriever (exact inner product; all-MiniLM-L6-v2 by default); on a lexical index it encodes "
         "the stored documents once and caches the vectors beside it; after a ranking it scores the candidates only",
@@ -401,6 +431,7 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("m", "int", 16, "hnsw: links per node (usearch connectivity)", min=1),
             Option("ef_construction", "int", 128, "hnsw: candidate list while building", min=1),
             Option("ef", "int", 64, "hnsw: candidate list while searching (at least k is used)", min=1),
+            _FILTER,
             _INDEX,
         ),
         takes=("queries", "rankings"),

@@ -26,6 +26,7 @@ resources through the per-process cache and builds the stages.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -361,6 +362,8 @@ def _check_call(parser: _Parser, entry: StageEntry, name: str, pos: int,
     known = [o.name for o in entry.options]
     for key, text, at in raw_options:
         opt = entry.option(key)
+        if opt is None and entry.extra is not None:
+            opt = dataclasses.replace(entry.extra, name=key)
         if opt is None:
             import difflib
 

@@ -56,7 +56,7 @@ def open_source(source: str | Path | None):
 
 def build_index(source: str | Path | None, output: str | Path | None = None, *, analyzer: str | None = None,
                 store: bool = True, progress: bool = False, segment_docs: int | None = None,
-                merge: bool = True) -> InvertedIndex:
+                merge: bool = True, fields: Sequence[str] | None = None) -> InvertedIndex:
     """Index a collection (see :func:`open_source`), in memory or into ``output``."""
     collection = open_source(source)
     total = None
@@ -68,7 +68,7 @@ def build_index(source: str | Path | None, output: str | Path | None = None, *, 
     if segment_docs is not None:  # 0 is refused by the index, not read as "the default"
         kwargs["segment_docs"] = segment_docs
     return InvertedIndex.build(collection.iter_documents(), output, analyzer=analyzer, store=store,
-                               progress=progress, total=total, merge=merge, **kwargs)
+                               progress=progress, total=total, merge=merge, fields=fields, **kwargs)
 
 
 def check_same_analyzer(index: Any, analyzer: str | None) -> None:

@@ -166,6 +166,10 @@ def index_cmd(
     merge: bool = typer.Option(True, help="Merge the segments into one at the end (holds all postings in "
                                           "memory); --no-merge keeps them for collections larger than RAM."),
     add: bool = typer.Option(False, "--add", help="Add the documents to an existing index instead of rebuilding."),
+    upsert: bool = typer.Option(False, "--upsert", help="Insert the documents into an existing index, replacing "
+                                                        "those with the same ids, in one atomic commit."),
+    fields: Optional[str] = typer.Option(None, "--fields", help="Also index these fields separately for bm25f, "
+                                                                "e.g. title,text,abstract (opt-in: more disk)."),
 ) -> None:
     """Build a BM25-ready inverted index on disk (or add documents to one)."""
     from retrievo import workflows
@@ -173,6 +177,17 @@ def index_cmd(
 
     try:
         start = time.perf_counter()
+        if add and upsert:
+            from retrievo.errors import ConfigError
+
+            raise ConfigError("--add and --upsert exclude each other (--upsert also adds new ids)")
+        if upsert:
+            idx = open_index(output)
+            workflows.check_same_analyzer(idx, analyzer)
+            replaced, added_n = idx.upsert(workflows.open_source(source).iter_documents(), progress=True)
+            typer.echo(f"Upserted into {output}: {replaced:,} replaced, {added_n:,} added ({len(idx):,} in all) "
+                       f"in {time.perf_counter() - start:.1f} s.")
+            return
         if add:
             idx = open_index(output)
             workflows.check_same_analyzer(idx, analyzer)
@@ -182,7 +197,8 @@ def index_cmd(
                        f"in {time.perf_counter() - start:.1f} s.")
             return
         idx = workflows.build_index(None if str(source) == "pydoc" else source, output, analyzer=analyzer or "english",
-                                    store=store, progress=True, segment_docs=segment_docs, merge=merge)
+                                    store=store, progress=True, segment_docs=segment_docs, merge=merge,
+                                    fields=fields.split(",") if fields else None)
         typer.echo(f"Indexed {len(idx):,} documents ({idx.vocab_size:,} terms) into {output} "
                    f"in {time.perf_counter() - start:.1f} s.")
     except (RetrievoError, OSError) as exc:  # FileExistsError is an OSError
@@ -205,6 +221,9 @@ def search(
     tag: str = typer.Option("retrievo", "--tag", help=TAG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON lines (one object per query)."),
     snippets: bool = typer.Option(True, help="Show highlighted snippets (--no-snippets: ids and scores only)."),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="Metadata filter applied by every retriever "
+                                                                  "before top-k, e.g. \"year >= 2015 and source "
+                                                                  "in ('pubmed','pmc')\"."),
 ) -> None:
     """Search an index and print ranked results (or write a TREC run)."""
     from retrievo import workflows
@@ -214,7 +233,9 @@ def search(
         queries = workflows.search_queries(queries_file, list(query or []))
         pipeline = workflows.check_pipeline(pipeline)  # a typo fails before anything is indexed
         idx = workflows.load_index(index, progress=True)
-        stage = workflows.build_pipeline(pipeline, idx) % k
+        from retrievo.filtering import with_filter
+
+        stage = with_filter(workflows.build_pipeline(pipeline, idx), filter_) % k
         _jit_notice(len(queries) > 1)
         rankings = workflows.run_in_batches(stage, queries, progress=len(queries) > 1000)
         if output is not None:
@@ -469,6 +490,10 @@ def info(
                 ("size on disk", _human_bytes(facts.get("size_on_disk_bytes"))),
                 ("analyzer", analyzer),
                 ("identity", facts.get("identity") or "(not recorded by this index format)")]
+        if facts.get("fields"):
+            rows.append(("fields", ", ".join(facts["fields"])))
+        if facts.get("metadata"):  # the filter-able columns, with their types
+            rows.append(("metadata", ", ".join(f"{k} ({t})" for k, t in facts["metadata"].items())))
         for name, value in rows:
             typer.echo(f"{name + ':':<14}{value}")
     except (RetrievoError, OSError) as exc:
@@ -562,6 +587,8 @@ def pipelines(
             typer.echo(f"    {o.describe():<42} {o.help}")
         if e.options is None:
             typer.echo("    (options not declared: any name=value is passed through)")
+        if getattr(e, "extra", None) is not None:
+            typer.echo(f"    {'<name>: ' + e.extra.type + ' (any other option)':<42} {e.extra.help}")
         if e.example:
             typer.echo(f"    e.g. {e.example}")
     if not name:

@@ -111,6 +111,33 @@ class DocumentNumbering:
         live = self.live
         return self.total_docs if live is None else int(live.sum())
 
+    # ------------------------------------------------------------------ filters
+    def filter_mask(self, expression: str) -> np.ndarray:
+        """The documents (global numbers, deleted ones included) a metadata filter
+        selects (see :mod:`retrievo.index.filters`), compiled once per index version and
+        normalised spelling of the filter, so a stage that filters every batch compiles once."""
+        from retrievo.index.filters import canonical, compile_filter
+
+        key = f"filter:{canonical(expression)}"
+        return self._cached(key, lambda: compile_filter(
+            expression, [p.columns for p in self.doc_parts], [p.n_docs for p in self.doc_parts]))
+
+    def allowed(self, expression: str | None) -> np.ndarray | None:
+        """Live documents the filter keeps: the bitmap every retriever applies before
+        top-k selection (None: no filter and nothing deleted)."""
+        if expression is None:
+            return self.live
+        mask = self.filter_mask(expression)
+        live = self.live
+        return mask if live is None else mask & live
+
+    def metadata_fields(self) -> dict[str, str]:
+        """``{field: type}`` of the metadata columns filters can use (keyword, date,
+        number, bool; a field holding several types lists them joined by ``|``)."""
+        from retrievo.index.filters import describe_fields
+
+        return describe_fields([p.columns for p in self.doc_parts])
+
     # ------------------------------------------------------------------ lookups
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self.docstore

@@ -37,6 +37,7 @@ import numpy as np
 from retrievo.errors import ConfigError, CorruptIndexError, UnknownIdError
 from retrievo.index.atomic import (HashingWriter, atomic_dir, check_file_sizes, hash_array, hash_bytes, save_array,
                                    save_bytes)
+from retrievo.index.columns import COLUMNS_FILE, Columns
 from retrievo.types import Document
 
 try:
@@ -62,10 +63,13 @@ class DocPart:
     """The stored documents of one unit of an index, immutable once built."""
 
     def __init__(self, name: str, ids: np.ndarray, blob: bytes | mmap.mmap | None = None,
-                 offsets: np.ndarray | None = None, file_hashes: Mapping[str, str] | None = None):
+                 offsets: np.ndarray | None = None, file_hashes: Mapping[str, str] | None = None,
+                 columns: Columns | None = None):
         if (blob is None) != (offsets is None):
             raise ValueError("a document part has both a text blob and its offsets, or neither")
         self.name, self.ids, self.blob, self.offsets = name, ids, blob, offsets
+        # metadata columns for filters (see retrievo.index.columns); None: no metadata
+        self.columns = columns if columns else None
         self._file_hashes = dict(file_hashes) if file_hashes else None
 
     @property
@@ -83,6 +87,8 @@ class DocPart:
             if self.has_text:
                 hashes[_BLOB] = hash_bytes(bytes(self.blob))
                 hashes[_OFFSETS] = hash_array(self.offsets)
+            if self.columns is not None:
+                hashes.update(self.columns.file_hashes())
             self._file_hashes = hashes
         return dict(self._file_hashes)
 
@@ -102,6 +108,8 @@ class DocPart:
             if self.has_text:
                 hashes[_BLOB] = save_bytes(tmp / _BLOB, bytes(self.blob))
                 hashes[_OFFSETS] = save_array(tmp / _OFFSETS, self.offsets)
+            if self.columns is not None:
+                hashes.update(self.columns.write(tmp))
             _write_meta(tmp, self.name, self.n_docs, hashes)
         return DocPart.load(folder / self.name)
 
@@ -139,12 +147,13 @@ class DocPart:
                         blob = fh.read()
             ids = np.empty(meta["n_docs"], dtype=object)
             ids[:] = text.split("\n") if meta["n_docs"] else []
+            columns = Columns.load(folder, meta["n_docs"], mmap_arrays) if COLUMNS_FILE in meta["files"] else None
         except CorruptIndexError:
             raise
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise CorruptIndexError(f"cannot read document store part {folder}: {exc}; "
                                     "the index is damaged, rebuild it") from exc
-        part = cls(meta["name"], ids, blob, offsets, meta["sha256"])
+        part = cls(meta["name"], ids, blob, offsets, meta["sha256"], columns)
         from retrievo.index.verify import part_problems
 
         problems = part_problems(part, str(folder))
@@ -189,10 +198,14 @@ def merge_parts(parts: Sequence[DocPart], lives: Sequence[np.ndarray | None], na
         for p, a, b in runs:
             yield p.blob[int(p.offsets[a]):int(p.offsets[b])]
 
+    columns = Columns.concatenate([(p.columns, a, b) for p, a, b in runs]) \
+        if any(p.columns is not None for p in parts) else None
     if folder is None:
-        return DocPart(name, ids, b"".join(chunks()) if text else None, offsets)
+        return DocPart(name, ids, b"".join(chunks()) if text else None, offsets, columns=columns)
     with atomic_dir(folder / name) as tmp:
         hashes = {_IDS: save_bytes(tmp / _IDS, _ids_bytes(ids))}
+        if columns:
+            hashes.update(columns.write(tmp))
         if text:
             with open(tmp / _BLOB, "wb") as fh:
                 sink = HashingWriter(fh)

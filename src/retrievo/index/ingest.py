@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from retrievo.index.columns import Columns, flatten_meta
 from retrievo.text import Analyzer
 from retrievo.types import Document, indexed_text
 
@@ -38,6 +39,24 @@ class AnalysedBatch:
     lengths: np.ndarray  # int64, terms per document
     stored: bytes | None  # JSON lines of the stored documents
     stored_lengths: np.ndarray | None
+    metas: list[dict[str, Any]] | None = None  # flattened scalar metadata (columns), None when no document has any
+    field_ids: list[np.ndarray] | None = None  # per named field: its terms as indices into ``terms``
+    field_lengths: list[np.ndarray] | None = None  # per named field: terms per document
+
+
+def field_text(name: str, title: str, text: str, meta: dict[str, Any] | None) -> str:
+    """The text of one named field: ``title``, ``text``, or a text-valued metadata field
+    (a list of strings is joined with spaces); empty when the document lacks it."""
+    if name == "title":
+        return title
+    if name == "text":
+        return text
+    value = (meta or {}).get(name)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return ""
 
 
 try:  # orjson is several times faster than json for the document store
@@ -64,8 +83,10 @@ def _analyzer(config: dict[str, Any]) -> Analyzer:
     return _ANALYZERS[key]
 
 
-def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], store: bool) -> AnalysedBatch:
-    """Analyse ``(doc_id, title, text, meta)`` tuples; indexed text is ``title + " " + text``."""
+def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], store: bool,
+                  fields: tuple[str, ...] = ()) -> AnalysedBatch:
+    """Analyse ``(doc_id, title, text, meta)`` tuples; indexed text is ``title + " " + text``.
+    Each of ``fields`` is also analysed on its own (separate postings for BM25F)."""
     if not isinstance(analyzer, Analyzer):
         analyzer = _analyzer(analyzer)
     local: defaultdict[str, int] = defaultdict(itertools.count().__next__)
@@ -73,7 +94,15 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
     flat: list[int] = []
     lengths = np.empty(len(docs), dtype=np.int64)
     stored: list[bytes] = []
+    metas: list[dict[str, Any]] = []
+    field_flat: list[list[int]] = [[] for _ in fields]
+    field_lengths = [np.empty(len(docs), dtype=np.int64) for _ in fields]
     for i, (_, title, text, meta) in enumerate(docs):
+        metas.append(flatten_meta(meta))
+        for j, name in enumerate(fields):
+            fterms = analyzer(field_text(name, title, text, meta))
+            field_flat[j].extend(map(lookup, fterms))
+            field_lengths[j][i] = len(fterms)
         terms = analyzer(indexed_text(title, text))
         flat.extend(map(lookup, terms))
         lengths[i] = len(terms)
@@ -85,7 +114,9 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
     return AnalysedBatch(
         [d[0] for d in docs], list(local), np.array(flat, dtype=np.int32), lengths,
         b"".join(stored) if store else None,
-        np.fromiter(map(len, stored), dtype=np.int64, count=len(stored)) if store else None)
+        np.fromiter(map(len, stored), dtype=np.int64, count=len(stored)) if store else None,
+        metas if any(metas) else None,
+        [np.array(f, dtype=np.int32) for f in field_flat] if fields else None, field_lengths if fields else None)
 
 
 def _watch_parent(parent: int) -> None:
@@ -104,7 +135,7 @@ def default_workers() -> int:
 
 
 def analysed_batches(docs: Iterable[DocTuple], analyzer: Analyzer, store: bool, workers: int,
-                     batch_docs: int = 500) -> Iterator[AnalysedBatch]:
+                     batch_docs: int = 500, fields: tuple[str, ...] = ()) -> Iterator[AnalysedBatch]:
     """Analysed batches in input order, computed by ``workers`` processes (1: in-process).
 
     A stream that ends within the first few batches is analysed in-process: starting
@@ -115,7 +146,7 @@ def analysed_batches(docs: Iterable[DocTuple], analyzer: Analyzer, store: bool, 
     head = list(itertools.islice(batches, 2 * workers))
     if workers <= 1 or len(head) < 2 * workers:
         for batch in itertools.chain(head, batches):
-            yield analyse_batch(analyzer, batch, store)
+            yield analyse_batch(analyzer, batch, store, fields)
         return
     config = analyzer.config()
     # fork: workers inherit the imported modules, so they start in milliseconds
@@ -124,7 +155,7 @@ def analysed_batches(docs: Iterable[DocTuple], analyzer: Analyzer, store: bool, 
                              initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         for batch in itertools.chain(head, batches):
-            pending.append(pool.submit(analyse_batch, config, batch, store))
+            pending.append(pool.submit(analyse_batch, config, batch, store, fields))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -139,13 +170,16 @@ class SegmentBuilder:
     segments and the mapping of a batch's vocabulary is one C-level ``map``.
     """
 
-    def __init__(self, vocab: defaultdict, store: bool = True):
-        self.vocab, self.store = vocab, store
+    def __init__(self, vocab: defaultdict, store: bool = True, fields: tuple[str, ...] = ()):
+        self.vocab, self.store, self.fields = vocab, store, fields
+        self._field_ids: list[list[np.ndarray]] = [[] for _ in fields]
+        self._field_lengths: list[list[np.ndarray]] = [[] for _ in fields]
         self._ids: list[str] = []
         self._term_ids: list[np.ndarray] = []
         self._lengths: list[np.ndarray] = []
         self._stored: list[bytes] = []
         self._stored_lengths: list[np.ndarray] = []
+        self._metas: list[dict[str, Any] | None] = []
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -154,25 +188,40 @@ class SegmentBuilder:
         global_ids = np.fromiter(map(self.vocab.__getitem__, batch.terms), dtype=np.int64, count=len(batch.terms))
         self._ids.extend(batch.doc_ids)
         self._term_ids.append(global_ids[batch.term_ids] if len(batch.term_ids) else np.empty(0, np.int64))
+        for j in range(len(self.fields)):
+            ids = batch.field_ids[j]
+            self._field_ids[j].append(global_ids[ids] if len(ids) else np.empty(0, np.int64))
+            self._field_lengths[j].append(batch.field_lengths[j])
         self._lengths.append(batch.lengths)
+        self._metas.extend(batch.metas if batch.metas is not None else [None] * len(batch.doc_ids))
         if self.store:
             self._stored.append(batch.stored)
             self._stored_lengths.append(batch.stored_lengths)
 
-    def build(self, name: str):
-        """The segment and the document-store part of everything added, named ``seg-<name>``
-        and ``part-<name>`` so the two halves of one unit are easy to pair on disk."""
-        from retrievo.index.docstore import DocPart
+    def _segment(self, seg_name: str, term_parts: list[np.ndarray], length_parts: list[np.ndarray]):
         from retrievo.index.segment import Segment
 
         n = len(self._ids)
-        lengths = np.concatenate(self._lengths) if self._lengths else np.empty(0, np.int64)
-        flat = np.concatenate(self._term_ids) if self._term_ids else np.empty(0, np.int64)
+        lengths = np.concatenate(length_parts) if length_parts else np.empty(0, np.int64)
+        flat = np.concatenate(term_parts) if term_parts else np.empty(0, np.int64)
         doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
         vocab_size = len(self.vocab)
         keys, tfs = np.unique(flat * max(n, 1) + doc_of, return_counts=True)  # sorted by (term, doc)
         indptr = np.zeros(vocab_size + 1, dtype=np.int64)
         np.cumsum(np.bincount(keys // max(n, 1), minlength=vocab_size), out=indptr[1:])
+        return Segment(seg_name, lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
+                       tfs.astype(np.int32))
+
+    def build(self, name: str):
+        """The segment, the document-store part and the field segments (one per named
+        field, empty without fields) of everything added, named ``seg-<name>``,
+        ``part-<name>`` and ``seg-<name>.f<i>`` so the pieces of one unit pair up on disk."""
+        from retrievo.index.docstore import DocPart
+
+        n = len(self._ids)
+        segment = self._segment(f"seg-{name}", self._term_ids, self._lengths)
+        fields = [self._segment(f"seg-{name}.f{j}", self._field_ids[j], self._field_lengths[j])
+                  for j in range(len(self.fields))]
         ids = np.empty(n, dtype=object)
         ids[:] = self._ids
         blob, offsets = None, None
@@ -181,9 +230,8 @@ class SegmentBuilder:
             if n:
                 np.cumsum(np.concatenate(self._stored_lengths), out=offsets[1:])
             blob = b"".join(self._stored)
-        segment = Segment(f"seg-{name}", lengths.astype(np.int32), indptr, (keys % max(n, 1)).astype(np.int32),
-                          tfs.astype(np.int32))
-        return segment, DocPart(f"part-{name}", ids, blob, offsets)
+        columns = Columns.build(self._metas) if any(self._metas) else None
+        return segment, DocPart(f"part-{name}", ids, blob, offsets, columns=columns), fields
 
 
 def growing_vocab(vocab: dict[str, int]) -> defaultdict:

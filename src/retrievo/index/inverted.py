@@ -62,8 +62,22 @@ def _reopen(path: str, mmap: bool) -> "InvertedIndex":
 
 
 def _from_state(segments: list[Segment], lives: list[np.ndarray | None], terms: list[str],
-                analyzer: dict[str, Any], info: dict[str, Any], doc_parts: list[DocPart]) -> "InvertedIndex":
-    return InvertedIndex(segments, lives, terms, Analyzer.from_config(analyzer), None, 0, info, doc_parts)
+                analyzer: dict[str, Any], info: dict[str, Any], doc_parts: list[DocPart],
+                field_segments: list[list[Segment]] | None = None) -> "InvertedIndex":
+    return InvertedIndex(segments, lives, terms, Analyzer.from_config(analyzer), None, 0, info, doc_parts,
+                         field_segments)
+
+
+def _check_fields(fields: Sequence[str] | None) -> tuple[str, ...]:
+    """Validated field names (checked before any document is read)."""
+    if fields is None:
+        return ()
+    if isinstance(fields, str):
+        fields = [f for f in fields.split(",") if f.strip()]
+    out = tuple(str(f).strip() for f in fields)
+    if any(not f or "/" in f or "\n" in f for f in out) or len(set(out)) != len(out):
+        raise ConfigError(f"fields must be distinct non-empty names, got {list(fields)!r}")
+    return out
 
 
 def _megabytes(n: int) -> str:
@@ -91,13 +105,20 @@ class InvertedIndex(DocumentNumbering):
 
     def __init__(self, segments: Sequence[Segment], lives: Sequence[np.ndarray | None], terms: list[str],
                  analyzer: Analyzer, path: Path | None = None, generation: int = 0,
-                 info: dict[str, Any] | None = None, doc_parts: Sequence[DocPart] = ()):
+                 info: dict[str, Any] | None = None, doc_parts: Sequence[DocPart] = (),
+                 field_segments: Sequence[Sequence[Segment]] | None = None):
         self.segments = list(segments)
+        # per segment, one segment per named field (self.fields), same documents and
+        # vocabulary: the separate postings BM25F scores; empty lists without fields
+        self.field_segments = [list(f) for f in field_segments] if field_segments is not None \
+            else [[] for _ in self.segments]
         self.lives = list(lives)
         self.doc_parts = list(doc_parts)
         if not len(self.segments) == len(self.lives) == len(self.doc_parts):
             raise ValueError(f"{len(self.segments)} segments, {len(self.lives)} live bitmaps and "
                              f"{len(self.doc_parts)} document parts: they must pair up")
+        if len(self.field_segments) != len(self.segments):
+            raise ValueError(f"{len(self.segments)} segments but {len(self.field_segments)} field segment lists")
         self.terms = terms
         self.analyzer = analyzer
         self.path = path
@@ -118,6 +139,20 @@ class InvertedIndex(DocumentNumbering):
     @property
     def vocab_size(self) -> int:
         return len(self.terms)
+
+    def _aligned_fields(self) -> list[list[Segment]]:
+        """``field_segments``, one (possibly empty) list per segment: a sibling format that
+        appends segments of its own (impacts) adds no field segments, so the pairing is
+        restored here before anything zips the two."""
+        missing = len(self.segments) - len(self.field_segments)
+        if missing > 0:
+            self.field_segments.extend([] for _ in range(missing))
+        return self.field_segments
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Named fields kept as separate postings (``build(fields=...)``), in order."""
+        return tuple(self.info.get("fields") or ())
 
     @property
     def doc_lengths(self) -> np.ndarray:
@@ -166,6 +201,9 @@ class InvertedIndex(DocumentNumbering):
                 "segments": [seg.content_hash() for seg in self.segments],
                 "deletes": [None if lv is None else hash_array(np.asarray(lv, dtype=bool)) for lv in self.lives],
                 "docs": [part.content_hash() for part in self.doc_parts], "text": self.store,
+                **({"fields": list(self.fields),
+                    "field_segments": [[f.content_hash() for f in fs] for fs in self._aligned_fields()]}
+                   if self.fields else {}),
                 **self._extra_payload(),
             }
             return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -194,7 +232,7 @@ class InvertedIndex(DocumentNumbering):
               analyzer: Analyzer | str | dict | None = None, store: bool = True,
               segment_docs: int = DEFAULT_SEGMENT_DOCS, progress: bool = False,
               total: int | None = None, overwrite: bool = True, workers: int | None = None,
-              merge: bool = True) -> "InvertedIndex":
+              merge: bool = True, fields: Sequence[str] | None = None) -> "InvertedIndex":
         """Index ``documents`` (any iterable of :class:`Document`, consumed once, streaming).
 
         With ``path`` the index is written there: segments are flushed every
@@ -203,9 +241,16 @@ class InvertedIndex(DocumentNumbering):
         segments, which search equally well). An existing index at ``path`` is
         replaced only when the new one is complete.
         ``workers`` processes analyse text (default: one per core; 1 = in-process).
+
+        ``fields`` (e.g. ``("title", "text")``, or text-valued metadata fields such as
+        ``"abstract"``) are also indexed one by one as separate postings, which BM25F and
+        per-field BM25 score (:mod:`retrievo.retrieve.bm25f`). Opt-in: the default index
+        holds the flat title+text postings only, so its size and speed do not change; the
+        flat postings (and every ``bm25`` number) are the same with or without fields.
         """
         analyzer = get_analyzer(analyzer)
-        index = cls([], [], [], analyzer, None, 0, {"store": store})
+        fields = _check_fields(fields)
+        index = cls([], [], [], analyzer, None, 0, {"store": store, **({"fields": list(fields)} if fields else {})})
 
         def fill(folder: Path | None) -> None:
             index._ingest(documents, segment_docs, progress, total, folder, workers)
@@ -237,9 +282,11 @@ class InvertedIndex(DocumentNumbering):
         return cls.open(path)
 
     def _ingest(self, documents: Iterable[Document], segment_docs: int, progress: bool, total: int | None,
-                folder: Path | None, workers: int | None = None) -> list[DocPart]:
+                folder: Path | None, workers: int | None = None, replacing: bool = False) -> list[DocPart]:
         """Analyse ``documents`` into new segments (written under ``folder`` when given);
-        returns their document parts. On failure the index is left as it was."""
+        returns their document parts. On failure the index is left as it was.
+        ``replacing``: ids already in the index are allowed (an upsert tombstones their
+        old versions afterwards); an id twice in ``documents`` is still refused."""
         if isinstance(segment_docs, bool) or not isinstance(segment_docs, int) or segment_docs < 1:
             raise ConfigError(f"segment_docs must be a whole number >= 1, got {segment_docs!r}")
         if folder is not None:
@@ -247,29 +294,35 @@ class InvertedIndex(DocumentNumbering):
             (folder / DOCS_FOLDER).mkdir(exist_ok=True)
         with self._restored_on_failure():
             vocab = growing_vocab(self.vocab)
-            stream = document_tuples(documents, self._live_id_set() if self.segments else set())
+            stream = document_tuples(documents, self._live_id_set() if self.segments and not replacing else set())
             batches = analysed_batches(_progress(stream, progress, total, "indexing"), self.analyzer, self.store,
-                                       default_workers() if workers is None else workers, min(500, segment_docs))
-            builder = SegmentBuilder(vocab, self.store)
+                                       default_workers() if workers is None else workers, min(500, segment_docs),
+                                       self.fields)
+            builder = SegmentBuilder(vocab, self.store, self.fields)
             new: list[DocPart] = []
 
             def flush():
                 nonlocal builder
                 if len(builder):
-                    seg, part = builder.build(uuid.uuid4().hex[:16])
+                    seg, part, fsegs = builder.build(uuid.uuid4().hex[:16])
                     self.terms.extend(itertools.islice(vocab, len(self.terms), None))
                     if folder is not None:  # reopen memory-mapped: memory stays bounded
+                        for f in fsegs:
+                            f.write(folder / SEGMENTS_FOLDER)
+                        fsegs = [Segment.load(folder / SEGMENTS_FOLDER / f.name) for f in fsegs]
                         seg.write(folder / SEGMENTS_FOLDER)
                         lifecycle.fault_point("ingest.after_segment")
                         seg = Segment.load(folder / SEGMENTS_FOLDER / seg.name)
                         part = part.write(folder / DOCS_FOLDER)
                         lifecycle.fault_point("ingest.after_part")
+                    self._aligned_fields()  # (a sibling format may have added segments without fields)
                     self.segments.append(seg)
+                    self.field_segments.append(fsegs)
                     self.lives.append(None)
                     self.doc_parts.append(part)
                     new.append(part)
                     self._invalidate()
-                builder = SegmentBuilder(vocab, self.store)
+                builder = SegmentBuilder(vocab, self.store, self.fields)
 
             for batch in batches:
                 builder.add(batch)
@@ -283,11 +336,13 @@ class InvertedIndex(DocumentNumbering):
     def _restored_on_failure(self) -> Iterator[None]:
         """Undo in-memory changes when a change fails part-way, so the object keeps
         matching its published generation (whose unpublished files GC removes)."""
-        saved = (list(self.segments), list(self.lives), list(self.doc_parts), len(self.terms), self._vocab)
+        saved = (list(self.segments), list(self.lives), list(self.doc_parts), len(self.terms), self._vocab,
+                 list(self._aligned_fields()))
         try:
             yield
         except BaseException:
             self.segments, self.lives, self.doc_parts = saved[0], saved[1], saved[2]
+            self.field_segments = saved[5]
             del self.terms[saved[3]:]
             self._vocab = saved[4]
             self._invalidate()
@@ -298,6 +353,14 @@ class InvertedIndex(DocumentNumbering):
         name = uuid.uuid4().hex[:16]
         part = merge_parts(self.doc_parts, self.lives, f"part-{name}",
                            None if folder is None else folder / DOCS_FOLDER)
+        fsegs = []
+        for j in range(len(self.fields)):
+            inputs = [fs[j] for fs in self._aligned_fields()]
+            if folder is None:
+                fsegs.append(merge_segments(inputs, self.lives, f"seg-{name}.f{j}", self.vocab_size))
+            else:
+                fsegs.append(write_merged_segment(inputs, self.lives, f"seg-{name}.f{j}", self.vocab_size,
+                                                  folder / SEGMENTS_FOLDER))
         if folder is None:
             seg = merge_segments(self.segments, self.lives, f"seg-{name}", self.vocab_size)
         else:  # streamed from the memory-mapped segments: memory stays bounded
@@ -306,6 +369,7 @@ class InvertedIndex(DocumentNumbering):
                                        folder / SEGMENTS_FOLDER)
             lifecycle.fault_point("merge.after_segment")
         self.segments, self.lives, self.doc_parts = [seg], [None], [part]
+        self.field_segments = [fsegs]
         self._invalidate()
 
     # ------------------------------------------------------------------ changes
@@ -321,6 +385,37 @@ class InvertedIndex(DocumentNumbering):
             if added:
                 self._publish(txn)
         return [d for p in added for d in p.ids.tolist()]
+
+    def upsert(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None,
+               segment_docs: int = DEFAULT_SEGMENT_DOCS, workers: int | None = None) -> tuple[int, int]:
+        """Insert ``documents``, replacing the live documents with the same ids, in ONE
+        generation: the new versions are written as new segment(s), the old ones are
+        tombstoned, and both are published by a single manifest, so a reader — or a
+        process killed at any instant — sees either the old index or the new one, never
+        a document missing or twice. Returns ``(replaced, added)``.
+
+        Scores afterwards equal those of a fresh build of the resulting documents:
+        segments store statistics, not scores, and BM25 recomputes idf and lengths over
+        the live documents (see :mod:`retrievo.index.segment`)."""
+        def apply(folder: Path | None) -> tuple[int, int]:
+            before = self.docstore.id_map()  # old versions, by global number (unchanged by appending)
+            added = self._ingest(documents, segment_docs, progress, total, folder, workers, replacing=True)
+            new_ids = [d for p in added for d in p.ids.tolist()]
+            targets = sorted(before[d] for d in new_ids if d in before)
+            if targets:
+                self._tombstone(targets)
+                self._invalidate()
+            return len(targets), len(new_ids) - len(targets)
+
+        if self.path is None:
+            with self._restored_on_failure():
+                return apply(None)
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            counts = apply(self.path)
+            if sum(counts):
+                lifecycle.fault_point("upsert.before_publish")
+                self._publish(txn)
+        return counts
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
@@ -366,13 +461,16 @@ class InvertedIndex(DocumentNumbering):
             folder = txn.path
             (folder / SEGMENTS_FOLDER).mkdir()
             (folder / DOCS_FOLDER).mkdir()
-            for seg in self.segments:
+            for seg in self.segments + [f for fs in self._aligned_fields() for f in fs]:
                 seg.write(folder / SEGMENTS_FOLDER)
             saved = type(self)([Segment.load(folder / SEGMENTS_FOLDER / s.name) for s in self.segments],
                                [None if lv is None else np.array(lv) for lv in self.lives], self.terms,
                                self.analyzer, folder, 0,
-                               {"store": self.store, **self._extra_info(self._extra_payload())},
-                               [part.write(folder / DOCS_FOLDER) for part in self.doc_parts])
+                               {"store": self.store, **({"fields": list(self.fields)} if self.fields else {}),
+                                **self._extra_info(self._extra_payload())},
+                               [part.write(folder / DOCS_FOLDER) for part in self.doc_parts],
+                               [[Segment.load(folder / SEGMENTS_FOLDER / f.name) for f in fs]
+                                for fs in self.field_segments])
             saved._publish(txn)
 
         _create_index_folder(path, write)
@@ -391,10 +489,13 @@ class InvertedIndex(DocumentNumbering):
         files = [vocab_name]
         checksums = {vocab_name: hash_bytes(vocab_bytes)}
         seg_entries = []
-        for seg, part, lv in zip(self.segments, self.doc_parts, self.lives):
+        for seg, part, lv, fsegs in zip(self.segments, self.doc_parts, self.lives, self._aligned_fields()):
             entry: dict[str, Any] = {"name": seg.name, "n_docs": seg.n_docs, "sha256": seg.content_hash(),
                                      "docs": part.name}
             files.append(f"{SEGMENTS_FOLDER}/{seg.name}")
+            if self.fields:
+                entry["fields"] = [{"name": f.name, "sha256": f.content_hash()} for f in fsegs]
+                files.extend(f"{SEGMENTS_FOLDER}/{f.name}" for f in fsegs)
             if lv is not None:
                 name = f"deletes/del-{gen:08d}-{seg.name}.npy"
                 tmp = tmp_sibling(path / name)
@@ -410,6 +511,7 @@ class InvertedIndex(DocumentNumbering):
             "analyzer": self.analyzer.config(), "store": self.store,
             "vocab": {"file": vocab_name, "size": self.vocab_size, "sha256": checksums[vocab_name]},
             "segments": seg_entries, "stats": self.collection_stats(), **self._extra_payload(),
+            **({"fields": list(self.fields)} if self.fields else {}),
         }
         manifest = txn.publish(self.FORMAT, self.FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
                                docstore=docstore_entry, checksums=checksums)
@@ -437,11 +539,21 @@ class InvertedIndex(DocumentNumbering):
             if len(terms) != payload["vocab"]["size"]:
                 raise CorruptIndexError(f"{path}: vocabulary has {len(terms)} terms, "
                                         f"manifest says {payload['vocab']['size']}")
-            segments, lives = [], []
+            segments, lives, field_segments = [], [], []
+            fields = list(payload.get("fields") or ())
             for entry in payload["segments"]:
                 seg = Segment.load(path / SEGMENTS_FOLDER / entry["name"], mmap_arrays=mmap)
                 _check_segment(path, entry, seg, len(terms))
                 segments.append(seg)
+                fsegs = []
+                for fentry in entry.get("fields", []) if fields else []:
+                    fseg = Segment.load(path / SEGMENTS_FOLDER / fentry["name"], mmap_arrays=mmap)
+                    _check_segment(path, {**fentry, "n_docs": seg.n_docs}, fseg, len(terms))
+                    fsegs.append(fseg)
+                if len(fsegs) != len(fields):
+                    raise CorruptIndexError(f"{path}: segment {entry['name']} has {len(fsegs)} field segments, "
+                                            f"the index names {len(fields)} fields")
+                field_segments.append(fsegs)
                 lives.append(_load_deletes(path, entry, seg.n_docs) if entry.get("deletes") else None)
             parts = load_parts(path, snapshot.docstore, mmap)
             if [p.name for p in parts] != [e["docs"] for e in payload["segments"]] or \
@@ -454,7 +566,7 @@ class InvertedIndex(DocumentNumbering):
             raise CorruptIndexError(f"cannot read index {path}: {exc}; rebuild it") from exc
         index = cls(segments, lives, terms, analyzer, path, snapshot.generation,
                     {"store": payload.get("store", True), "manifest": dict(snapshot.manifest),
-                     **cls._extra_info(payload)}, parts)
+                     **({"fields": fields} if fields else {}), **cls._extra_info(payload)}, parts, field_segments)
         index._mmap = mmap
         if payload.get("stats") is not None and payload["stats"] != index.collection_stats():
             raise CorruptIndexError(f"{path}: collection statistics {index.collection_stats()} differ from the "
@@ -471,6 +583,8 @@ class InvertedIndex(DocumentNumbering):
             "format_version": FORMAT_VERSION, "generation": self.generation, "documents": len(self),
             "deleted": self.total_docs - len(self), "terms": self.vocab_size, "segments": len(self.segments),
             "analyzer": self.analyzer.config(), "store": self.store, "size_on_disk_bytes": self.size_on_disk(),
+            **({"fields": list(self.fields)} if self.fields else {}),
+            **({"metadata": self.metadata_fields()} if any(p.columns is not None for p in self.doc_parts) else {}),
             "identity": self.identity,
         }
 
@@ -486,7 +600,8 @@ class InvertedIndex(DocumentNumbering):
         if self.path is not None:
             return _reopen, (str(self.path), self._mmap)
         return _from_state, (self.segments, self.lives, self.terms, self.analyzer.config(),
-                             {"store": self.store}, self.doc_parts)
+                             {"store": self.store, **({"fields": list(self.fields)} if self.fields else {})},
+                             self.doc_parts, self._aligned_fields())
 
 
 def _check_segment(path: Path, entry: dict[str, Any], seg: Segment, vocab_size: int) -> None:

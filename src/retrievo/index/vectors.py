@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from retrievo.index import lifecycle
 from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array, tmp_sibling
 from retrievo.index.derived import Unit, build_arrays, check_kind, write_unit
 from retrievo.index.base import DocumentNumbering
+from retrievo.index.columns import Columns, flatten_meta
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.types import Document
 
@@ -323,16 +324,18 @@ class VectorIndex(DocumentNumbering):
     @classmethod
     def build(cls, ids: Sequence[str], vectors: Any, path: str | Path | None = None, *, model: str,
               model_spec: str = "", documents: Sequence[Document] | None = None, source: str | None = None,
-              overwrite: bool = True, derived: Sequence[str] = ()) -> "VectorIndex":
+              overwrite: bool = True, derived: Sequence[str] = (),
+              metadata: Sequence[Mapping[str, Any]] | None = None) -> "VectorIndex":
         """An index of ``vectors`` (``[n, dim]``) for document ``ids`` made by ``model``
         (an encoder identity). ``documents`` (same order) stores their text too; without
         it only ids are kept (the lexical index usually holds the text). With ``path`` it
         is written there and returned memory-mapped; an existing index is replaced only
         once the new one is complete. ``derived`` names structures (``int8``, ``binary``,
         ``hnsw-m16-efc128``, see :mod:`retrievo.index.derived`) built now and kept up to date
-        by every later ``add`` and ``merge``."""
+        by every later ``add`` and ``merge``. ``metadata`` (one mapping per id, when
+        ``documents`` are not given) is kept as filterable columns only."""
         vectors = _as_vectors(vectors, None)
-        part, docs = cls._make_part(ids, vectors, documents)
+        part, docs = cls._make_part(ids, vectors, documents, metadata)
         info = {"store": documents is not None, "source": source}
         kinds = [check_kind(k) for k in dict.fromkeys(derived)]
         index = cls([part], [None], [docs], model, vectors.shape[1], model_spec=model_spec, info=info,
@@ -352,8 +355,8 @@ class VectorIndex(DocumentNumbering):
         return cls.open(path)
 
     @staticmethod
-    def _make_part(ids: Sequence[str], vectors: np.ndarray,
-                   documents: Sequence[Document] | None) -> tuple[VectorPart, DocPart]:
+    def _make_part(ids: Sequence[str], vectors: np.ndarray, documents: Sequence[Document] | None,
+                   metadata: Sequence[Mapping[str, Any]] | None = None) -> tuple[VectorPart, DocPart]:
         ids_arr = np.empty(len(ids), dtype=object)
         ids_arr[:] = [str(i) for i in ids]
         if len(ids_arr) != vectors.shape[0]:
@@ -362,7 +365,10 @@ class VectorIndex(DocumentNumbering):
             raise DuplicateIdError("document ids must be unique within a vector index")
         name = f"part-{uuid.uuid4().hex[:16]}"
         if documents is None:
-            docs = DocPart(name, ids_arr)
+            if metadata is not None and len(metadata) != len(ids_arr):
+                raise DimensionMismatchError(f"{len(ids_arr)} ids but {len(metadata)} metadata records")
+            columns = Columns.build([flatten_meta(m) for m in metadata]) if metadata is not None else None
+            docs = DocPart(name, ids_arr, columns=columns)
         else:
             if len(documents) != len(ids_arr) or any(d.doc_id != i for d, i in zip(documents, ids_arr)):
                 raise ConfigError("documents must be given in the same order as the ids")
@@ -370,7 +376,8 @@ class VectorIndex(DocumentNumbering):
                                   ensure_ascii=False).encode() for d in documents]
             offsets = np.zeros(len(records) + 1, dtype=np.int64)
             np.cumsum([len(r) for r in records], out=offsets[1:])
-            docs = DocPart(name, ids_arr, b"".join(records), offsets)
+            columns = Columns.build([flatten_meta(d.meta) for d in documents])
+            docs = DocPart(name, ids_arr, b"".join(records), offsets, columns=columns)
         return VectorPart(name, vectors), docs
 
     def _write_new(self, txn: lifecycle.Transaction) -> None:
@@ -406,7 +413,7 @@ class VectorIndex(DocumentNumbering):
 
     # ------------------------------------------------------------------ changes
     def add(self, ids: Sequence[str], vectors: Any, documents: Sequence[Document] | None = None, *,
-            source: str | None = None) -> int:
+            source: str | None = None, metadata: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Add vectors for new ids as a new part; returns how many were added. On disk,
         readers see them only once the part is written and published."""
         vectors = _as_vectors(vectors, self.dim)
@@ -418,7 +425,7 @@ class VectorIndex(DocumentNumbering):
         if clash:
             raise DuplicateIdError(f"{len(clash)} id(s) are already in the vector index, e.g. {clash[:3]}; "
                                    "delete them first to replace their vectors")
-        part, docs = self._make_part(ids, vectors, documents if self.store else None)
+        part, docs = self._make_part(ids, vectors, documents if self.store else None, metadata)
 
         units = _units_for(part, self.kinds)
 
@@ -443,6 +450,42 @@ class VectorIndex(DocumentNumbering):
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
         return self._delete_published(doc_ids, missing_ok, source)
+
+    def upsert(self, ids: Sequence[str], vectors: Any, documents: Sequence[Document] | None = None, *,
+               source: str | None = None, metadata: Sequence[Mapping[str, Any]] | None = None) -> tuple[int, int]:
+        """Insert or replace the vectors (and documents) of ``ids`` in ONE generation:
+        the ids already present are tombstoned and the new rows added as a new part,
+        published together, so a reader (or a crash) sees the old state or the new one,
+        never the deletions without the additions. Returns ``(replaced, added)``."""
+        vectors = _as_vectors(vectors, self.dim)
+        ids = [str(i) for i in ids]
+        if not ids:
+            return 0, 0
+        if self.store and documents is None:
+            raise ConfigError("this vector index stores text: give the documents of the upserted vectors")
+        part, docs = self._make_part(ids, vectors, documents if self.store else None, metadata)  # validates first
+        targets = self._deletion_targets([i for i in ids if i in self.docstore], missing_ok=False)
+        units = _units_for(part, self.kinds)
+
+        def apply():
+            self._tombstone(targets)
+            self.parts.append(part)
+            self.doc_parts.append(docs)
+            self.lives.append(None)
+            self.derived.append(units)
+            if source is not None:
+                self.info["source"] = source
+            self._invalidate()
+
+        if self.path is None:
+            apply()
+        else:
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+                apply()
+                self._write_parts(self.path)
+                lifecycle.fault_point("upsert.before_publish")
+                self._publish(txn)
+        return len(targets), len(ids) - len(targets)
 
     def merge(self) -> "VectorIndex":
         """Compact every part into one without the deleted documents."""

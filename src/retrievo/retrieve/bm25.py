@@ -19,6 +19,14 @@ per segment in bounded steps) and summed by the numba kernel in
 :mod:`retrievo.retrieve.prune` (``pruning="auto"``, see :meth:`BM25.uses_pruning`;
 ``"on"``/``"off"`` force either): both return the same rankings, bit for bit.
 
+``filter="year >= 2015 and source in ('pubmed', 'pmc')"`` restricts the search to the
+documents whose metadata match (see :mod:`retrievo.index.filters`): the compiled bitmap
+joins the live bitmap that both kernels test before a document enters the top k, so the
+result is exactly the unfiltered ranking restricted to those documents, ``min(k,
+matching)`` long. The statistics (idf, average length) stay those of the whole live
+collection, as with a filter clause in Lucene: a filter selects documents, it does not
+redefine the corpus, so a document's score is the same with or without it.
+
 Queries with weighted terms (:attr:`Queries.terms`, e.g. from RM3) are scored as Lucene
 scores a ``BooleanQuery`` of ``BoostQuery(TermQuery)`` clauses: each term's impact times
 its weight, summed in double precision. Given rankings instead of queries, BM25 scores
@@ -59,6 +67,13 @@ PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
 # skipped, and the exhaustive kernel's one tight pass wins)
 AUTO_PRUNE_MIN_DOCS = 50_000
 AUTO_PRUNE_LIMITS = ((20, 5),)
+# A filter that keeps at most this fraction of the documents is searched over postings
+# compacted to its documents (built once per filter and index version, kept for the
+# FILTER_CACHE most recent filters): a 1% filter then reads ~1% of each query term's
+# postings instead of all of them. Above it, the kernels read every posting and skip the
+# excluded documents at selection, which costs what an unfiltered search costs.
+FILTER_COMPACT_FRACTION = 0.125
+FILTER_CACHE = 8
 
 
 # ---------------------------------------------------------------------------- Lucene norms
@@ -232,6 +247,7 @@ class BM25(Retriever):
     delta: float | None = None
     threads: int | None = None
     pruning: str = "auto"
+    filter: str | None = None
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "bm25"
     takes = (Queries, Rankings)
@@ -250,6 +266,8 @@ class BM25(Retriever):
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.pruning not in PRUNING:
             raise ConfigError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
+        if self.filter is not None:
+            self.index.filter_mask(self.filter)  # a bad filter fails here, before the impacts are computed
         self._arrays()  # impacts now, so the first batch's timing is only search
 
     @classmethod
@@ -293,12 +311,34 @@ class BM25(Retriever):
                     base_post = end
                 segment_impacts(index, self.params, out=views)
             self._state.pop("bounds", None)  # bounds of the previous generation's impacts
+            self._state.pop("compacted", None)  # and postings compacted to its filters
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
                                ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab,
                                bases=index.bases if len(index.segments) > 1 else np.zeros(2, np.int64))
         return self._state
+
+    def _compacted(self, st: dict[str, Any], allowed: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Postings restricted to the filter's live documents (same impacts, same global
+        numbers, so the exhaustive kernel ranks them exactly as over the full lists), or
+        None when the filter keeps more than :data:`FILTER_COMPACT_FRACTION`."""
+        if np.count_nonzero(allowed) > FILTER_COMPACT_FRACTION * max(st["n_docs"], 1):
+            return None
+        from retrievo.index.filters import canonical
+
+        cache = st.setdefault("compacted", {})
+        key = canonical(self.filter)
+        if key not in cache:
+            keep = allowed[st["docs"]]
+            cum = np.zeros(len(keep) + 1, dtype=np.int64)
+            np.cumsum(keep, out=cum[1:])
+            if len(cache) >= FILTER_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[key] = {"indptr": np.ascontiguousarray(cum[st["indptr"]]),
+                          "docs": np.ascontiguousarray(st["docs"][keep]),
+                          "imps": np.ascontiguousarray(st["imps"][keep])}
+        return cache[key]
 
     def _bounds(self, st: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-list and per-block impact bounds for the pruned kernel, made on first use."""
@@ -373,6 +413,14 @@ class BM25(Retriever):
         threads = max(1, min(self.threads or default_threads(), len(queries)))
         k = min(self.k, st["n_docs"])
         pruned = self._pruned_queries(q_ptr, q_weights, k, st)
+        # the filter joins the live bitmap: both kernels skip excluded documents before
+        # they can enter the top k, so min(k, matching) results come back, exactly ranked
+        live = st["live"] if self.filter is None else self.index.allowed(self.filter)
+        compact = self._compacted(st, live) if self.filter is not None else None
+        if compact is not None:  # a selective filter: its own postings, every one allowed
+            st = {**st, **compact}
+            live = None
+            pruned = np.zeros(len(queries), dtype=bool)
         kernels = ((search_postings, ~pruned), (search_pruned, pruned)) if pruned.any() else ((search_postings, None),)
         out_docs = np.empty((len(queries), k), dtype=np.int32)
         out_scores = np.empty((len(queries), k), dtype=np.float32)
@@ -387,11 +435,11 @@ class BM25(Retriever):
             n_threads = max(1, min(threads, len(sub_ptr) - 1))
             if kernel is search_pruned:
                 res = search_pruned(sub_ptr, sub_terms, sub_weights, st["indptr"], st["bases"], st["docs"],
-                                    st["imps"], self._bounds(st), st["live"], st["id_rank"], st["by_rank"], k,
+                                    st["imps"], self._bounds(st), live, st["id_rank"], st["by_rank"], k,
                                     self._workspace(threads), n_threads)
             else:
                 res = search_postings(sub_ptr, sub_terms, sub_weights, st["indptr"], st["docs"], st["imps"],
-                                      st["live"], st["id_rank"], st["by_rank"], k, self._workspace(threads),
+                                      live, st["id_rank"], st["by_rank"], k, self._workspace(threads),
                                       n_threads)
             if rows is None:
                 out_docs, out_scores, counts = res
@@ -418,6 +466,7 @@ class BM25(Retriever):
         q_ptr, q_terms, q_weights = self._query_terms(queries, st["vocab"])
         id_map = self.index._ids_to_global()
         indptr, docs, imps = st["indptr"], st["docs"], st["imps"]
+        keep = None if self.filter is None else self.index.filter_mask(self.filter)
         lists = []
         for qi, ranked in enumerate(rankings):
             cand_ids = ranked.doc_ids.tolist()
@@ -426,6 +475,11 @@ class BM25(Retriever):
             except KeyError as exc:
                 raise UnknownIdError(f"bm25 cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
                                      "it is not in the index") from None
+            if keep is not None:  # a filtered stage passes on only the candidates the filter keeps
+                kept = keep[cands]
+                cands, ranked = cands[kept], ranked.doc_ids[kept]
+            else:
+                ranked = ranked.doc_ids
             acc = np.zeros(len(cands), dtype=np.float64)
             for j in range(q_ptr[qi], q_ptr[qi + 1]):
                 t, w = q_terms[j], q_weights[j]
@@ -440,7 +494,7 @@ class BM25(Retriever):
                     acc[hit] += (w * imps[a:b][pos[hit]]).astype(np.float64)
             scores = acc.astype(np.float32)
             order = np.lexsort((st["id_rank"][cands], -scores))
-            lists.append((ranked.doc_ids[order], scores[order]))
+            lists.append((ranked[order], scores[order]))
         return Rankings.from_lists(queries, lists)
 
     def _workspace(self, threads: int) -> Workspace:
@@ -461,7 +515,8 @@ class BM25(Retriever):
 
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
-        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None, "pruning": "auto"}
+        defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None, "pruning": "auto",
+                    "filter": None}
         for key, default in defaults.items():
             if getattr(self, key) != default:
                 params[key] = getattr(self, key)

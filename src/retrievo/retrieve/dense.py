@@ -29,6 +29,10 @@ Given rankings instead of queries, ``dense`` scores only the candidates (as BM25
 see :mod:`retrievo.pipeline`): ``bm25 % 100 >> dense`` reranks BM25's top 100 by cosine.
 Ties are broken by ascending document id, as in every retriever here.
 
+``filter="year >= 2015"`` restricts every route (exact, codes, HNSW) to the documents
+whose metadata match, before top-k selection (see :mod:`retrievo.index.filters`):
+``min(k, matching)`` results, exact for exact search.
+
 A query may bring its own vector in ``Query.meta["vector"]`` (with the encoder identity
 in ``meta["vector_model"]``), which is how a feedback rewriter such as Rocchio hands a
 moved query vector to ``dense``; a vector from another model is refused.
@@ -58,6 +62,11 @@ from retrievo.types import Queries, Rankings
 
 DEFAULT_K = 1000
 CACHE_ENV = "RETRIEVO_CACHE_DIR"
+# exact search with a filter keeping at most this fraction of the documents scores only
+# their vectors (gathered once per filter and index version, FILTER_CACHE filters kept)
+# instead of every vector with the excluded ones skipped at selection
+FILTER_SUBSET_FRACTION = 0.125
+FILTER_CACHE = 8
 VECTOR_META = "vector"
 VECTOR_MODEL_META = "vector_model"
 
@@ -108,6 +117,31 @@ class _StoreTexts(Sequence):
         return self.store.document_at(int(self.numbers[i])).contents
 
 
+#: a metadata column of the cached vector index: a hash of the text each vector encodes,
+#: so a sync finds documents replaced under the same id (an upsert) and encodes them again
+CONTENT_FIELD = "retrievo_encoded_text"
+
+
+def _content_hashes(texts: Sequence[str]) -> list[dict[str, str]]:
+    return [{CONTENT_FIELD: hashlib.sha256(t.encode("utf-8")).hexdigest()[:24]} for t in texts]
+
+
+def _encoded_hashes(vindex: VectorIndex) -> dict[str, str]:
+    """id -> content hash recorded for each live vector (empty for caches written before
+    hashes were recorded: those are synced by id only)."""
+    out: dict[str, str] = {}
+    for part, lv in zip(vindex.doc_parts, vindex.lives):
+        cols = part.columns
+        codes = None if cols is None else cols.fields.get(CONTENT_FIELD, {}).get("keyword")
+        if codes is None:
+            continue
+        values = cols.values[(CONTENT_FIELD, "keyword")]
+        for local, (doc_id, code) in enumerate(zip(part.ids.tolist(), np.asarray(codes).tolist())):
+            if code >= 0 and (lv is None or lv[local]):
+                out[doc_id] = values[code]
+    return out
+
+
 def _live_numbers(index: Any) -> np.ndarray:
     live = index.live
     return np.arange(index.total_docs, dtype=np.int64) if live is None else np.flatnonzero(live)
@@ -129,9 +163,11 @@ def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorInde
         if hit is None:
             numbers = _live_numbers(lexical)
             texts = _StoreTexts(lexical.docstore, numbers)
-            vectors = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
+            all_texts = [texts[i] for i in range(len(texts))]
+            vectors = encoder.encode_documents(all_texts, progress=progress)
             hit = VectorIndex.build(lexical.doc_ids[numbers].tolist(), vectors, model=identity,
-                                    model_spec=encoder_spec(encoder), source=str(lexical.identity))
+                                    model_spec=encoder_spec(encoder), source=str(lexical.identity),
+                                    metadata=_content_hashes(all_texts))
             with _LOCK:
                 _MEMORY[key] = hit
         return hit
@@ -145,10 +181,12 @@ def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorInde
         return vindex
     numbers = _live_numbers(lexical)
     work = folder.with_name(folder.name + ".encoding")
-    vectors = encoder.encode_to_file(_StoreTexts(lexical.docstore, numbers), work, progress=progress)
+    texts = _StoreTexts(lexical.docstore, numbers)
+    vectors = encoder.encode_to_file(texts, work, progress=progress)
     try:
         vindex = VectorIndex.build(lexical.doc_ids[numbers].tolist(), vectors, folder, model=identity,
-                                   model_spec=encoder_spec(encoder), source=str(lexical.identity))
+                                   model_spec=encoder_spec(encoder), source=str(lexical.identity),
+                                   metadata=_content_hashes([texts[i] for i in range(len(texts))]))
     except OSError:
         if not lifecycle.is_index(folder):  # another process published it first: use theirs
             raise
@@ -160,18 +198,29 @@ def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorInde
 
 
 def _sync(vindex: VectorIndex, lexical: Any, encoder: Any, progress: bool) -> None:
-    """Make ``vindex`` hold exactly ``lexical``'s live ids: encode and add the new ones,
-    tombstone the removed ones, and record the lexical identity it now matches."""
+    """Make ``vindex`` hold exactly ``lexical``'s live documents: encode the new ones and
+    those whose text changed under the same id (an upsert; found by the recorded content
+    hashes), replace them in one upsert, tombstone the removed ones, and record the lexical
+    identity it now matches."""
     numbers = _live_numbers(lexical)
     lex_ids = lexical.doc_ids[numbers].tolist()
     have = vindex.docstore.id_map()
-    new = [(n, d) for n, d in zip(numbers.tolist(), lex_ids) if d not in have]
+    recorded = _encoded_hashes(vindex)
+    texts = _StoreTexts(lexical.docstore, numbers)
+    todo = []
+    for i, d in enumerate(lex_ids):
+        if d not in have:
+            todo.append(i)
+        elif d in recorded:
+            if _content_hashes([texts[i]])[0][CONTENT_FIELD] != recorded[d]:
+                todo.append(i)
     gone = sorted(set(have) - set(lex_ids))
     source = str(lexical.identity)
-    if new:
-        texts = _StoreTexts(lexical.docstore, np.asarray([n for n, _ in new], dtype=np.int64))
-        vectors = encoder.encode_documents([texts[i] for i in range(len(texts))], progress=progress)
-        vindex.add([d for _, d in new], vectors, source=source if not gone else None)
+    if todo:
+        changed = [texts[i] for i in todo]
+        vectors = encoder.encode_documents(changed, progress=progress)
+        vindex.upsert([lex_ids[i] for i in todo], vectors, source=source if not gone else None,
+                      metadata=_content_hashes(changed))
     vindex.delete(gone, source=source)
 
 
@@ -203,6 +252,7 @@ class Dense(Retriever):
     ef_construction: int = 128
     ef: int = 64
     progress: bool = True
+    filter: str | None = None
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "dense"
     takes = (Queries, Rankings)
@@ -234,6 +284,8 @@ class Dense(Retriever):
         if not isinstance(self.index, (VectorIndex, InvertedIndex)):
             raise ConfigError(f"dense needs a VectorIndex or an InvertedIndex with stored documents, "
                               f"got {type(self.index).__name__}")
+        if self.filter is not None:
+            self.index.filter_mask(self.filter)  # a bad filter fails here, before anything is encoded
         self._vectors()  # encode (or open the cache) now, so the first batch's timing is only search
 
     @classmethod
@@ -281,6 +333,43 @@ class Dense(Retriever):
                 kind = hnsw_kind(self.m, self.ef_construction)
                 self._state["graphs"] = [u.value() for u in self._derived(vindex, kind)]
         return self._state["vindex"]
+
+    def _allowed(self, vindex: VectorIndex) -> np.ndarray | None:
+        """The filter's documents in ``vindex``'s numbering, live ones only (None: no
+        filter). On a lexical index the filter is compiled there (its documents carry the
+        metadata) and carried over to the cached vector index by id."""
+        if self.filter is None:
+            return vindex.live
+        if vindex is self.index:
+            return vindex.allowed(self.filter)
+        key = ("allowed", self.filter, self._state.get("key"), vindex.version)
+        if self._state.get("allowed_key") != key:
+            lexical = self.index
+            chosen = lexical.allowed(self.filter)
+            numbers = np.arange(lexical.total_docs) if chosen is None else np.flatnonzero(chosen)
+            id_map = vindex.docstore.id_map()
+            mask = np.zeros(vindex.total_docs, dtype=bool)
+            rows = [id_map[d] for d in lexical.doc_ids[numbers].tolist() if d in id_map]
+            mask[np.asarray(rows, dtype=np.int64)] = True
+            self._state.update(allowed_key=key, allowed=mask)
+        return self._state["allowed"]
+
+    def _subset(self, vindex: VectorIndex, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(document numbers, their vectors, rank -> position) of a selective filter's
+        live documents, or None above :data:`FILTER_SUBSET_FRACTION`. Ties still break by
+        the index-wide id rank, so the order is the one the full search gives."""
+        numbers = np.flatnonzero(allowed)
+        if len(numbers) > FILTER_SUBSET_FRACTION * max(vindex.total_docs, 1):
+            return None
+        cache = self._state.setdefault("subsets", {})
+        key = (self.filter, self._state.get("key"), vindex.version)
+        if key not in cache:
+            if len(cache) >= FILTER_CACHE:
+                cache.pop(next(iter(cache)))
+            by_rank = np.full(max(vindex.total_docs, 1), -1, dtype=np.int32)
+            by_rank[vindex.id_rank[numbers]] = np.arange(len(numbers), dtype=np.int32)
+            cache[key] = (numbers, np.ascontiguousarray(vindex.vectors_of(numbers), dtype=np.float32), by_rank)
+        return cache[key]
 
     @staticmethod
     def _derived(vindex: VectorIndex, kind: str) -> list:
@@ -336,15 +425,22 @@ class Dense(Retriever):
             return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
         qv = self.query_vectors(queries)
         threads = max(1, min(self.threads or default_threads(), len(queries)))
+        allowed = self._allowed(vindex)  # the filter joins the live bitmap, applied before top-k
         if self.codes is not None:
             docs, scores, counts = search_codes(self._state["codes"], qv, vindex, self.k, self.rescore, threads,
-                                                read="pread" if self.bigranular else "mmap")
+                                                read="pread" if self.bigranular else "mmap", allowed=allowed)
         elif self.search == "hnsw":
             from retrievo.retrieve.hnsw import search_hnsw
 
-            docs, scores, counts = search_hnsw(self._state["graphs"], qv, vindex, self.k, self.ef, threads)
+            docs, scores, counts = search_hnsw(self._state["graphs"], qv, vindex, self.k, self.ef, threads,
+                                               allowed=None if self.filter is None else allowed)
+        elif self.filter is not None and (subset := self._subset(vindex, allowed)) is not None:
+            numbers, vectors, by_rank = subset  # the filter's vectors only, ordered as the full search
+            docs, scores, counts = search_blocks(qv, [(0, vectors)], len(numbers), None,
+                                                 vindex.id_rank[numbers], by_rank, self.k, threads)
+            docs = numbers[docs]
         else:
-            docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, vindex.live,
+            docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, allowed,
                                                  vindex.id_rank, vindex.by_rank, self.k, threads)
         k = docs.shape[1]
         mask = np.arange(k)[None, :] < counts[:, None]
@@ -362,6 +458,7 @@ class Dense(Retriever):
         qv = self.query_vectors(queries)
         id_map = vindex.docstore.id_map()
         id_rank = vindex.id_rank
+        keep = None if self.filter is None else self._allowed(vindex)
         lists = []
         for qi, ranked in enumerate(rankings):
             cand_ids = ranked.doc_ids.tolist()
@@ -370,9 +467,12 @@ class Dense(Retriever):
             except KeyError as exc:
                 raise UnknownIdError(f"dense cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
                                      "it is not in the vector index") from None
+            doc_ids = ranked.doc_ids
+            if keep is not None:  # a filtered stage passes on only the candidates the filter keeps
+                doc_ids, numbers = doc_ids[keep[numbers]], numbers[keep[numbers]]
             scores = score_numbers(qv[qi], vindex.vectors_of(numbers))
             order = np.lexsort((id_rank[numbers], -scores))
-            lists.append((ranked.doc_ids[order], scores[order]))
+            lists.append((doc_ids[order], scores[order]))
         return Rankings.from_lists(queries, lists)
 
     # identity ----------------------------------------------------------------------------
@@ -401,6 +501,8 @@ class Dense(Retriever):
             for key, default in (("m", 16), ("ef_construction", 128), ("ef", 64)):
                 if getattr(self, key) != default:
                     params[key] = getattr(self, key)
+        if self.filter is not None:
+            params["filter"] = self.filter
         approximate = self.codes is not None or self.search == "hnsw"
         if approximate and self.k != DEFAULT_K:
             params["k"] = self.k  # not a cut-off: it sets the candidate depth (see with_cutoff)

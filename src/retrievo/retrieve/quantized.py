@@ -121,7 +121,8 @@ class Codes:
 
 
 def search_codes(codes: "Codes | Sequence[Codes]", queries: np.ndarray, vindex, k: int, rescore: int,
-                 threads: int = 1, read: str = "mmap") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 threads: int = 1, read: str = "mmap", allowed: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``k × rescore`` candidates by the codes, then the top ``k`` of those by the
     exact inner product with the full vectors. Same return shape as
     :func:`retrievo.retrieve.exact.search_blocks`; ``rescore=0`` returns the code scores
@@ -131,11 +132,15 @@ def search_codes(codes: "Codes | Sequence[Codes]", queries: np.ndarray, vindex, 
     index stores them, each int8 part with its own scale). ``read`` says how candidates'
     vectors are fetched: ``mmap`` through the memory map (fastest; the pages stay mapped)
     or ``pread`` (bi-granular: only those rows are copied into memory, see
-    :meth:`retrievo.index.vectors.VectorIndex.read_rows`)."""
+    :meth:`retrievo.index.vectors.VectorIndex.read_rows`).
+
+    ``allowed`` (one bool per document number; default: the live bitmap) is applied while
+    the codes select candidates, so a filter never empties the candidate list: the
+    ``k × rescore`` candidates are the best-coded documents *among those kept*."""
     if read == "pread" and len(queries) > PREAD_GROUP:
         # bi-granular: answer a few queries at a time, so the candidate heaps and score
         # blocks (batch-sized working memory) stay small next to the codes
-        chunks = [search_codes(codes, queries[i:i + PREAD_GROUP], vindex, k, rescore, threads, read)
+        chunks = [search_codes(codes, queries[i:i + PREAD_GROUP], vindex, k, rescore, threads, read, allowed)
                   for i in range(0, len(queries), PREAD_GROUP)]
         width = max(c[0].shape[1] for c in chunks)
         pad = [(np.pad(d, ((0, 0), (0, width - d.shape[1]))), np.pad(s, ((0, 0), (0, width - s.shape[1]))), c)
@@ -147,7 +152,8 @@ def search_codes(codes: "Codes | Sequence[Codes]", queries: np.ndarray, vindex, 
     parts = [codes] if isinstance(codes, Codes) else list(codes)
     bases = [0] if isinstance(codes, Codes) else vindex.bases[:-1].tolist()
     blocks = [(int(b), c.data, c.score, c.prepare(queries)) for b, c in zip(bases, parts)]
-    cand, cscores, counts = search_blocks(queries, blocks, n_docs, vindex.live, vindex.id_rank, vindex.by_rank,
+    live = vindex.live if allowed is None else allowed
+    cand, cscores, counts = search_blocks(queries, blocks, n_docs, live, vindex.id_rank, vindex.by_rank,
                                           depth, threads, block_docs=PREAD_BLOCK if read == "pread" else BLOCK_DOCS)
     if rescore == 0:
         return cand[:, :k], cscores[:, :k], np.minimum(counts, k)
