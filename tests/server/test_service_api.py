@@ -436,3 +436,27 @@ def test_a_document_that_cannot_be_stored_fails_alone(svc, serve):
                        headers={"Content-Type": "application/json"})
             assert r.status_code == 422 and "meta" in r.text, r.text
     col.close()
+
+
+def test_search_filter_applies_before_top_k(tmp_path, serve):
+    from retrievo.index import InvertedIndex
+    from retrievo.types import Document
+
+    docs = [Document(d.doc_id, d.text, title=d.title, meta={"year": 2000 + i, "kind": "even" if i % 2 == 0 else "odd"})
+            for i, d in enumerate(corpus())]
+    InvertedIndex.build(docs, tmp_path / "dated")
+    srv = serve(load_service(tmp_path / "dated"))
+    with client(srv) as c:
+        r = c.post("/v1/search", json={"query": "otter running river", "k": 5,
+                                       "filter": "year >= 2030 and kind = 'odd'"})
+        assert r.status_code == 200, r.text
+        got = [h["doc_id"] for h in r.json()["results"]]
+        # every odd document from 2030 on matches the river words: exactly 5 of the 5 that qualify
+        assert sorted(got) == sorted(f"a{i}" for i in range(30, 40) if i % 2)
+        unfiltered = [h["doc_id"] for h in c.post("/v1/search", json={"query": "otter running river",
+                                                                      "k": 5}).json()["results"]]
+        assert unfiltered != got
+        for bad in ("nosuchfield = 1", "year >= 'soon'", "year >="):
+            r = c.post("/v1/search", json={"query": "otter", "filter": bad})
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["error"]["type"].endswith("Error")

@@ -58,6 +58,9 @@ class SearchRequest(_Base):
                                  description="a pipeline the server allows, by name or spec (default: its first)")
     collection: str | None = Field(None, pattern=NAME_PATTERN, description="collection name (default: the first)")
     snippets: bool = Field(True, description="include highlighted snippets of the stored text")
+    filter: str | None = Field(None, min_length=1, max_length=LIMITS.max_spec_chars,
+                               description="a metadata filter every retriever applies before its top-k, e.g. "
+                                           "\"year >= 2015 and source in ('pubmed', 'pmc')\"")
 
     _q = field_validator("query")(_no_control)
 

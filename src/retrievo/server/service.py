@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from retrievo.errors import ConfigError, PipelineSpecError, ResourceError, UnknownIdError
+from retrievo.filtering import with_filter
 from retrievo.pipeline import Stage, Then, _new_costs
 from retrievo.server.collection import Collection, PipelineNotAllowedError
 from retrievo.server.keys import KeyStore
@@ -103,6 +104,8 @@ class Service:
         if not issubclass(stage.gives, Rankings):
             raise PipelineNotAllowedError(f"pipeline {name!r} gives answers, not rankings: use /v1/ask")
         start = time.perf_counter()
+        # a copy whose retrievers filter (checked against the snapshot's columns first)
+        stage = with_filter(stage, req.filter)
         rankings = stage(Queries(["q"], [req.query]))
         hits = self._hits(index, rankings[0].top(req.k), req.query, req.snippets)
         col.count("searches")
