@@ -278,6 +278,28 @@ def test_acknowledged_writes_are_durable_and_searchable(svc, serve):
         assert "q1" not in open_index(svc.collection(None).path)
 
 
+def test_upsert_replaces_documents_by_id_in_one_commit(svc, serve):
+    srv = serve(svc)
+    with client(srv, svc.write_key) as c:
+        r = c.post("/v1/documents", json={"documents": [{"doc_id": "a3", "text": "a quokka replaced the otter"}]})
+        assert r.status_code == 409 and "upsert" in r.json()["error"]["message"]  # a plain add refuses
+        r = c.post("/v1/documents", json={"upsert": True, "documents": [
+            {"doc_id": "a3", "text": "a quokka replaced the otter"}, {"doc_id": "new1", "text": "quokka twins"}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["replaced"] == ["a3"] and body["added"] == ["new1"] and body["generation"] == 2
+        assert c.get("/v1/documents/a3").json()["text"] == "a quokka replaced the otter"
+        hits = [h["doc_id"] for h in c.post("/v1/search", json={"query": "quokka", "k": 5}).json()["results"]]
+        assert sorted(hits) == ["a3", "new1"]
+        index = open_index(svc.collection(None).path)
+        assert len(index) == 41 and index.generation == 2  # one commit; 40 + 1 new
+        # repeated ids within one upsert are refused whole
+        r = c.post("/v1/documents", json={"upsert": True, "documents": [{"doc_id": "z", "text": "one"},
+                                                                        {"doc_id": "z", "text": "two"}]})
+        assert r.status_code == 409
+        assert "retrievo_collection_documents_replaced_total{collection=\"animals\"} 1" in c.get("/metrics").text
+
+
 def test_concurrent_writes_are_group_committed(svc, serve):
     """Writes that arrive while a commit is being published wait and go out together."""
     srv = serve(svc)

@@ -315,11 +315,16 @@ def create_app(service: Service, *, cors_origins: tuple[str, ...] | list[str] = 
     @app.post("/v1/documents", tags=["documents"], response_model=WriteResponse,
               dependencies=[Depends(write_key_present)])
     async def add_documents(req: AddDocumentsRequest, request: Request):
-        """Add documents; answered once they are durable (fsync'd, published) and searchable."""
+        """Add documents (or, with ``upsert``, add or replace them by id in one commit);
+        answered once they are durable (fsync'd, published) and searchable."""
         authorize(request, "write", req.collection)
         col, future = service.add_future(req)
-        generation = await asyncio.wrap_future(future)
-        return {"collection": col.name, "generation": generation, "added": [d.doc_id for d in req.documents]}
+        result = await asyncio.wrap_future(future)
+        if req.upsert:  # (generation, ids that existed before)
+            generation, replaced = result
+            return {"collection": col.name, "generation": generation, "replaced": sorted(replaced),
+                    "added": [d.doc_id for d in req.documents if d.doc_id not in replaced]}
+        return {"collection": col.name, "generation": result, "added": [d.doc_id for d in req.documents]}
 
     @app.delete("/v1/documents/{doc_id:path}", tags=["documents"], response_model=WriteResponse,
                 dependencies=[Depends(write_key_present)])

@@ -68,10 +68,11 @@ class PipelineNotAllowedError(PipelineSpecError):
 
 @dataclass
 class _Write:
-    kind: str  # "add" | "delete"
+    kind: str  # "add" | "upsert" | "delete"
     docs: list[Document] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     future: Future = field(default_factory=Future)
+    replaced: list[str] = field(default_factory=list)  # upsert: the ids it replaces
 
 
 def _inert_registry():
@@ -111,7 +112,7 @@ class Collection:
         self._writer_index: Any = None
         self._thread: threading.Thread | None = None
         self.stats = {"searches": 0, "writes": 0, "commits": 0, "merges": 0, "documents_added": 0,
-                      "documents_deleted": 0}
+                      "documents_replaced": 0, "documents_deleted": 0}
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a service counter (searches run in many threads: ``+=`` alone could lose counts)."""
@@ -232,6 +233,11 @@ class Collection:
         """Queue documents to add; the future resolves to the generation that holds them."""
         return self._submit(_Write("add", docs=docs))
 
+    def upsert(self, docs: list[Document]) -> Future:
+        """Queue documents to add or replace by id; the future resolves to ``(generation,
+        ids that were replaced)``."""
+        return self._submit(_Write("upsert", docs=docs))
+
     def delete(self, ids: list[str]) -> Future:
         return self._submit(_Write("delete", ids=ids))
 
@@ -321,7 +327,7 @@ class Collection:
                 self._swap(open_index(self.path))
                 self.count("commits")
                 for w in committed:
-                    w.future.set_result(generation)
+                    w.future.set_result((generation, w.replaced) if w.kind == "upsert" else generation)
 
     def _apply_each(self, writes: list[_Write]) -> None:
         for w in writes:
@@ -337,16 +343,22 @@ class Collection:
         seen: set[str] = set()
         ok = []
         for w in group:
-            ids = [d.doc_id for d in w.docs] if w.kind == "add" else w.ids
-            if w.kind == "add":
-                dup = [i for i in ids if i in index or i in seen]
+            ids = [d.doc_id for d in w.docs] if w.kind in ("add", "upsert") else w.ids
+            if w.kind in ("add", "upsert"):
+                # an upsert may replace what the index holds, but one commit cannot hold two
+                # versions of an id: repeats within the group are refused like adds
+                dup = [i for i in ids if i in seen or (w.kind == "add" and i in index)]
                 if len(set(ids)) != len(ids):
                     dup += [i for i in ids if ids.count(i) > 1]
                 if dup:
+                    hint = "(delete them first, or send upsert)" if w.kind == "add" else \
+                        "(each id once per commit; send the later version again)"
                     w.future.set_exception(DuplicateIdError(
-                        f"document id(s) already in collection {self.name!r}: {sorted(set(dup))[:5]} "
-                        "(delete them first)"))
+                        f"document id(s) already in collection {self.name!r} or repeated: {sorted(set(dup))[:5]} "
+                        f"{hint}"))
                     continue
+                if w.kind == "upsert":
+                    w.replaced = [i for i in ids if i in index]
             else:
                 missing = [i for i in ids if i not in index or i in seen]
                 if missing:
@@ -362,6 +374,11 @@ class Collection:
             docs = [d for w in writes for d in w.docs]
             index.add(docs, workers=1)  # in-process: never fork a threaded server
             self.count("documents_added", len(docs))
+        elif writes[0].kind == "upsert":
+            docs = [d for w in writes for d in w.docs]
+            replaced, added = index.upsert(docs, workers=1)
+            self.count("documents_added", added)
+            self.count("documents_replaced", replaced)
         else:
             ids = [i for w in writes for i in w.ids]
             index.delete(ids)

@@ -57,12 +57,14 @@ class Metrics:
                   "documents": "Live documents in the searched generation.",
                   "commits_total": "Write commits (one generation each; group commit batches requests).",
                   "documents_added_total": "Documents added over HTTP.",
+                  "documents_replaced_total": "Documents replaced by upserts over HTTP.",
                   "documents_deleted_total": "Documents deleted over HTTP."}
         values = {}
         for c in collections.values():
             snap = c.snapshot()
             values[c.name] = {"generation": snap.generation, "documents": len(snap),
                               "commits_total": c.stats["commits"], "documents_added_total": c.stats["documents_added"],
+                              "documents_replaced_total": c.stats["documents_replaced"],
                               "documents_deleted_total": c.stats["documents_deleted"]}
         for metric, help_text in gauges.items():
             kind = "counter" if metric.endswith("_total") else "gauge"

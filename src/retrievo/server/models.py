@@ -181,12 +181,15 @@ class AddDocumentsRequest(_Base):
 
     documents: list[DocumentIn] = Field(min_length=1, max_length=LIMITS.max_batch_docs)
     collection: str | None = Field(None, pattern=NAME_PATTERN)
+    upsert: bool = Field(False, description="replace documents whose ids exist (one atomic commit) instead of "
+                                            "refusing them with 409")
 
 
 class WriteResponse(BaseModel):
     collection: str
     generation: int = Field(description="the published generation that holds the change")
     added: list[str] = Field(default_factory=list)
+    replaced: list[str] = Field(default_factory=list, description="ids an upsert replaced")
     deleted: list[str] = Field(default_factory=list)
 
 

@@ -232,7 +232,7 @@ class Service:
     def add_future(self, req: AddDocumentsRequest):
         col = self.collection(req.collection)
         docs = [Document(d.doc_id, d.text, d.title, d.meta) for d in req.documents]
-        return col, col.add(docs)
+        return col, (col.upsert(docs) if req.upsert else col.add(docs))
 
     def delete_future(self, collection: str | None, doc_id: str):
         col = self.collection(collection)
