@@ -591,6 +591,12 @@ def serve_llm(
         _fail(exc)
 
 
+from retrievo.cli import rag as _rag  # noqa: E402  (question answering: ask, rag-eval)
+
+app.command("ask")(_rag.ask_cmd)
+app.command("rag-eval")(_rag.rag_eval_cmd)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

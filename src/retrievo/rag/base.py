@@ -230,6 +230,9 @@ class LLMReader(LLMStageMixin, Reader):
         self._state["closed"] = load_template("closed_book", required={"question"})
 
     needs_abstain_text = True
+    #: whether :meth:`stream_answer` streams *this* method (plain reading and closed-book
+    #: do; methods with several calls or their own retrieval run whole)
+    streams = False
 
     @classmethod
     def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any):

@@ -24,6 +24,7 @@ class ClosedBook(LLMReader):
     name = "closed_book"
     takes = (Queries, Rankings)
     needs_abstain_text = False
+    streams = True
 
     def transform(self, inp) -> Answers:
         queries = as_queries(inp)

@@ -21,6 +21,7 @@ class Read(LLMReader):
     """``read(k=5, order=rank, abstain='insufficient evidence', prompt=read)``."""
 
     name = "read"
+    streams = True
 
 
 __all__ = ["Read"]

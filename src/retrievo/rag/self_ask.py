@@ -92,7 +92,7 @@ class SelfAsk(LLMReader):
         seen: dict[str, float] = {}
         for _hop in range(int(self.max_hops)):
             reply = self.ask(self._state["ask"].render(question=question, steps=self._steps(self._state["ask"], steps)),
-                             max_tokens=48)
+                             max_tokens=max(16, int(self.max_tokens)))
             kind, text = parse_step(reply or "")
             if kind != "follow" or text.lower() in {q.lower() for q, _ in steps}:
                 break
