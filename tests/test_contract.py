@@ -65,6 +65,17 @@ CONTRACT_SPECS = {"splade": "splade(max_length=32)", "maxsim": "maxsim(max_lengt
 CONTRACT_SPECS.update({name: f"{name}(max_passage_tokens=16)"
                        for name in ("pointwise", "upr", "rankgpt", "first", "icr", "full")})
 CONTRACT_SPECS["prp"] = "prp(method=sliding, top_k=1, max_passage_tokens=16)"
+# Readers and generative rewriters generate text with the bundled SmolLM2: two short passages
+# and a few generated tokens suffice for every promise (their methods are tested in tests/rag/).
+_READ = "k=2, max_passage_tokens=16, max_tokens=4"
+CONTRACT_SPECS.update({
+    "read": f"read({_READ})", "alr2": f"alr2({_READ})", "closed_book": "closed_book(max_tokens=4)",
+    "iter_retgen": f"iter_retgen(bm25 % 2, rounds=1, {_READ})",
+    "self_ask": f"self_ask(bm25 % 2, max_hops=1, {_READ})",
+    "rear": f"rear(scorer=pointwise(max_passage_tokens=16), {_READ})",
+    "utility": "utility(samples=2, window=3, max_passage_tokens=16)",
+    "hyde": "hyde(max_tokens=4)", "query2doc": "query2doc(max_tokens=4)", "think": "think(max_tokens=4)",
+})
 
 
 def _build(entry, index) -> Stage:
@@ -82,8 +93,9 @@ def _input(stage: Stage, first_stage):
     if Queries in stage.takes or issubclass(Queries, stage.takes):
         return QUERIES
     if Rankings in stage.takes:
-        # rerankers (LLM ones run a model per candidate) get the top 3, enough for every promise
-        return first_stage.cut(3) if stage.kind == "reranker" else first_stage
+        # rerankers, filters and readers (LLM ones run a model per candidate or generate) get the
+        # top 3, enough for every promise
+        return first_stage.cut(3) if stage.kind in ("reranker", "filter", "reader") else first_stage
     pytest.skip(f"no contract input for a stage taking {stage.takes}")
 
 

@@ -247,6 +247,26 @@ _LLM_OPTIONS = (
     _INDEX,
 )
 
+_LLM_BASE = _LLM_OPTIONS[:2] + (_INDEX,)
+
+#: options every reader shares (rag/base.py documents them)
+_READER_OPTIONS = (
+    *_LLM_BASE,
+    Option("k", "int", 5, "passages shown at most", min=1),
+    Option("max_passage_tokens", "int", 128, "tokens each passage is truncated to", min=1),
+    Option("context_tokens", "int", 1024, "token budget of all passages together (less if the model's "
+           "context is smaller)", min=1),
+    Option("max_tokens", "int", 32, "tokens generated per answer at most", min=1),
+    Option("order", "choice", "rank", "passage order: rank (best first), reversed (best last) or "
+           "lost_in_the_middle (best at both ends)", choices=("rank", "reversed", "lost_in_the_middle")),
+    Option("abstain", "str", "insufficient evidence", "the answer when the passages lack the answer ('' : "
+           "never abstain)"),
+    Option("on_empty", "choice", "abstain", "no passages: answer the abstain text, or closed-book",
+           choices=("abstain", "closed_book")),
+    Option("on_error", "choice", "raise", "an LLM error: raise it, or answer the abstain text",
+           choices=("raise", "abstain")),
+)
+
 _FUSION_OPTIONS = (
     Option("weights", "floats", help="one weight per fused stage, e.g. 1.0/0.5"),
     Option("normalize", "choice", None, "per-query score normalisation before fusing",
@@ -525,6 +545,86 @@ BUILTIN: tuple[StageEntry, ...] = (
         takes=("queries", "rankings"),
         example="muvera(candidates=50)",
     ),
+    # ---- readers (rag/) and generative rewriters (issue 9) ---------------------------------------
+    StageEntry(
+        "read", "retrievo.rag.read:Read.from_options",
+        "retrieve-then-read: answer from the top k passages with [n] citations mapped to doc ids; abstains when "
+        "the evidence is insufficient",
+        "reader", (*_READER_OPTIONS, Option("prompt", "str", "read", "prompt template: bundled name or .toml path")),
+        example="bm25 % 10 >> read(k=5)",
+    ),
+    StageEntry(
+        "closed_book", "retrievo.rag.closed_book:ClosedBook.from_options",
+        "closed-book answering (no passages): the baseline of every retrieval-augmented method",
+        "reader", (*_LLM_BASE, Option("max_tokens", "int", 32, "tokens generated at most", min=1),
+                   Option("on_error", "choice", "raise", "an LLM error: raise it, or answer the abstain text",
+                          choices=("raise", "abstain"))),
+        takes=("queries", "rankings"),
+        example="closed_book",
+    ),
+    StageEntry(
+        "iter_retgen", "retrievo.rag.iter_retgen:IterRetGen.from_options",
+        "Iter-RetGen: exactly `rounds` retrieve-and-read rounds, each retrieving with the question plus the "
+        "previous answer",
+        "reader", (Option("retriever", "pipeline", None, "retriever sub-pipeline (default: bm25)"),
+                   Option("rounds", "int", 3, "retrieval rounds", min=1), *_READER_OPTIONS),
+        takes=("queries",),
+        example="iter_retgen(bm25 % 5, rounds=2)",
+    ),
+    StageEntry(
+        "self_ask", "retrievo.rag.self_ask:SelfAsk.from_options",
+        "multi-hop decomposition (self-ask): follow-up questions, each retrieved and answered, then composed",
+        "reader", (Option("retriever", "pipeline", None, "retriever sub-pipeline (default: bm25)"),
+                   Option("max_hops", "int", 2, "follow-up questions at most", min=1), *_READER_OPTIONS),
+        takes=("queries",),
+        example="self_ask(bm25 % 3, max_hops=2)",
+    ),
+    StageEntry(
+        "alr2", "retrievo.rag.alr2:ALR2.from_options",
+        "retrieve-then-reason (ALR2-style): extract the relevant sentences by id, then answer only from them",
+        "reader", _READER_OPTIONS,
+        example="bm25 % 10 >> alr2(k=5)",
+    ),
+    StageEntry(
+        "rear", "retrievo.rag.rear:REAR.from_options",
+        "relevance-aware gating (REAR-style): a reranker's score per passage decides what the reader sees; "
+        "all rejected: closed-book answer",
+        "reader", (Option("scorer", "pipeline", None, "reranker sub-pipeline giving the scores (default: pointwise)"),
+                   Option("threshold", "float", 0.0, "passages scoring at least this are read"), *_READER_OPTIONS),
+        example="bm25 % 10 >> rear(scorer=pointwise, threshold=0.0)",
+    ),
+    StageEntry(
+        "utility", "retrievo.rag.utility:UtilityFilter.from_options",
+        "utility filtering: the LLM selects the passages useful for answering (listwise, `samples` passage "
+        "orders, majority vote); the others are dropped",
+        "filter",
+        (*_LLM_BASE,
+         Option("samples", "int", 3, "listwise judgments, each over another passage order", min=1),
+         Option("window", "int", 10, "top candidates judged (the rest are dropped)", min=1),
+         Option("min_votes", "float", 0.5, "share of judgments that must select a passage", min=0, max=1),
+         Option("max_passage_tokens", "int", 96, "tokens each passage is truncated to", min=1),
+         Option("seed", "int", 0, "seed of the sampled orders", min=0),
+         Option("on_error", "choice", "raise", "an LLM error: raise it, or keep every passage",
+                choices=("raise", "keep"))),
+        takes=("rankings",), gives="rankings",
+        example="bm25 % 10 >> utility(samples=3) >> read",
+    ),
+    *(StageEntry(
+        name, target, help_, "rewriter",
+        (*_LLM_BASE, Option("max_tokens", "int", 64, "tokens generated at most", min=1),
+         Option("on_error", "choice", "raise", "an LLM error: raise it, or keep the query unchanged",
+                choices=("raise", "keep")), *extra),
+        takes=("queries",), example=f"{name} >> bm25 % 10",
+    ) for name, target, help_, extra in (
+        ("hyde", "retrievo.rewrite.hyde:HyDE.from_options",
+         "HyDE: retrieve with the question plus a generated hypothetical passage", ()),
+        ("query2doc", "retrievo.rewrite.query2doc:Query2Doc.from_options",
+         "query2doc: the query (repeated) expanded with a generated pseudo-document",
+         (Option("repeat", "int", 5, "times the query is repeated before the document (5 sparse, 1 dense)",
+                 min=1),)),
+        ("think", "retrievo.rewrite.think:Think.from_options",
+         "think before retrieve: retrieve with the question plus the LLM's reasoning about what to look up", ()),
+    )),
     StageEntry("rrf", "retrievo.spec:rrf_factory", "reciprocal-rank fusion: rrf(a, b, ..., k=60)", "fusion",
                (Option("k", "int", 60, "rank constant", min=0), *_FUSION_OPTIONS), variadic=True,
                example="rrf(bm25 % 100, bm25(method=bm25l) % 100)"),

@@ -622,6 +622,11 @@ from retrievo.cli.serve import register as _register_serve  # noqa: E402  (serve
 
 _register_serve(app)
 
+from retrievo.cli import rag as _rag  # noqa: E402  (question answering: ask, rag-eval)
+
+app.command("ask")(_rag.ask_cmd)
+app.command("rag-eval")(_rag.rag_eval_cmd)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

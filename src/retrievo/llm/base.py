@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +246,35 @@ class LLM(ABC):
                      forward_passes=sum(max(1, out[i].completion_tokens) for i in todo))  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
 
+    def stream(self, prompt: "Prompt | str", params: GenerationParams | None = None) -> Iterator[str]:
+        """Generate one completion piece by piece: an iterator of text pieces whose
+        concatenation is the completion :meth:`generate` would return for the same prompt
+        and parameters. A backend that can stream (the local transformers backend) yields
+        each new piece as soon as its token is decoded; others yield the whole text once
+        (so a caller never needs to know which it got). The response cache and the cost
+        record work as for :meth:`generate`; costs are charged when the iterator is
+        exhausted (a caller that stops early is charged for nothing it did not read)."""
+        self.require("generate", method="stream()")
+        params = params or GenerationParams()
+        p = as_prompt(prompt)
+        key = self._key("generate", p, params.key(), 0)
+        hit = self._cached(key, Completion.from_json)
+        if hit is not None:
+            self._charge_hits(1)
+            if hit.text:
+                yield hit.text
+            return
+        holder: list[Completion] = []
+        for piece in self._stream(p, params, holder):
+            if piece:
+                yield piece
+        if len(holder) != 1:
+            raise RuntimeError(f"{type(self).__name__}._stream did not report its completion")
+        c = holder[0]
+        self._store(key, c.to_json())
+        self._charge(calls=1, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                     forward_passes=max(1, c.completion_tokens))
+
     def next_token_logprobs(self, prompts: Sequence["Prompt | str"], candidates: Sequence[str]) -> np.ndarray:
         """``(len(prompts), len(candidates))`` log-probabilities (over the whole
         vocabulary) that the next token is each candidate's first token. One forward
@@ -335,6 +364,13 @@ class LLM(ABC):
     # ------------------------------------------------------------------ for subclasses
     def _generate(self, prompts: list[Prompt], params: GenerationParams, top_logprobs: int) -> list[Completion]:
         raise CapabilityError(f"{type(self).__name__} does not implement generate")
+
+    def _stream(self, prompt: Prompt, params: GenerationParams, holder: list[Completion]) -> Iterator[str]:
+        """Yield the completion's text in pieces and append the finished
+        :class:`Completion` to ``holder``. The default generates it whole (one piece)."""
+        c = self._generate([prompt], params, 0)[0]
+        holder.append(c)
+        yield c.text
 
     def _next_token_logprobs(self, prompts: list[Prompt], candidates: list[str]) -> Scored:
         raise CapabilityError(f"{type(self).__name__} does not implement next_token_logprobs")

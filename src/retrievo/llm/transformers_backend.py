@@ -717,6 +717,60 @@ class TransformersLLM(LLM):
             results.append((Completion(texts[i], len(seqs[i]), steps[i], finish[i], top), tokens[i]))
         return results
 
+    def _stream(self, prompt: Prompt, params: GenerationParams, holder: list[Completion]):
+        """Greedy or sampled decoding of one prompt, yielding each newly decoded piece of
+        text as its token is generated (the same decoding as :meth:`_generate_batch`, one
+        row, so the pieces concatenate to what ``generate`` returns). Text that could still
+        become a stop string is held back until it cannot."""
+        torch = self._torch
+        seq = self.encode(prompt)
+        if not seq:
+            raise ConfigError("cannot generate from an empty prompt")
+        self._check_length(len(seq))
+        max_new = min(params.max_tokens, self.context_length - len(seq))
+        if max_new < 1:
+            raise ContextLengthError(f"the prompt has {len(seq)} tokens: no room to generate within the "
+                                     f"model's context of {self.context_length} tokens")
+        gen = None
+        if params.temperature > 0 and params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(int(params.seed))
+        hold = max((len(s) - 1 for s in params.stop if s), default=0)
+        ids: list[int] = []
+        text, sent, steps, finish = "", 0, 0, "length"
+        with self._lock, torch.inference_mode():
+            cur = torch.tensor([seq], dtype=torch.long, device=self.device)
+            pos = torch.arange(len(seq), device=self.device)[None, :]
+            mask = torch.ones_like(cur)
+            cache = None
+            for _step in range(max_new):
+                hidden, cache = self._forward(cur, attention_mask=mask, position_ids=pos, cache=cache,
+                                              use_cache=True)
+                lp = self._log_softmax(hidden[:, -1])
+                nxt = lp.argmax(-1) if params.temperature == 0 else self._sample(lp, params, gen)
+                t = int(nxt[0])
+                steps += 1
+                if t in self.eos_ids:
+                    finish = "stop"
+                    break
+                ids.append(t)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                cut = min((text.find(s) for s in params.stop if s and s in text), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                    break
+                safe = len(text) - hold
+                if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the rest
+                    safe = min(safe, len(text) - 1)
+                if safe > sent:
+                    yield text[sent:safe]
+                    sent = safe
+                cur = nxt[:, None]
+                mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype, device=self.device)], dim=1)
+                pos = pos[:, -1:] + 1
+        if len(text) > sent:
+            yield text[sent:]
+        holder.append(Completion(text, len(seq), steps, finish))
+
     def _sample(self, lp, params: GenerationParams, gen):
         torch = self._torch
         logits = lp / params.temperature

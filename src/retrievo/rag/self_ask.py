@@ -1,0 +1,126 @@
+"""Multi-hop decomposition, self-ask style (Press et al., 2023), each hop retrieved and read.
+
+For each question the model is asked, given the follow-up questions answered so far,
+either for one more follow-up question (``Follow up: …``) or for the final answer
+(``So the final answer is: …``). Each follow-up question is retrieved with the
+``retriever`` sub-pipeline and answered from its passages by the reader (with citations,
+as ``read`` does). When the model stops asking, or after ``max_hops`` follow-ups, a
+composition prompt answers the question from the intermediate answers.
+
+A reply that is neither form is read as a follow-up question when it is a question not
+yet asked (small models often drop the label), else as the end of decomposition; a
+repeated follow-up question also ends it. The final answer cites the passages the
+intermediate answers cited — all among the passages retrieved for this question, which
+form the answer's ``contexts`` (hop by hop, first retrieval first, each id once).
+
+Cost: per hop one decomposition call and one read call, plus one composition call (the
+model's own ``So the final answer is`` is not trusted over the composition: it is written
+without the evidence in view). ``hops`` in the cost record counts follow-up questions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from retrievo.errors import ConfigError
+from retrievo.pipeline import Stage, charge
+from retrievo.rag.base import LLMReader, Reading, answers_from, clean_answer, question_text, ranked, run_sub
+from retrievo.types import Answers, Queries, Rankings
+
+_FOLLOW = re.compile(r"follow[- ]?up(?: question)?\s*:\s*(.+)", re.I)
+_FINAL = re.compile(r"(?:so )?the final answer is\s*:?\s*(.*)", re.I)
+
+
+def parse_step(reply: str) -> tuple[str, str]:
+    """``("follow", question)``, ``("final", answer)`` or ``("none", "")`` for a
+    decomposition reply (see the module docstring)."""
+    for line in reply.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        m = _FOLLOW.search(line)
+        if m and m.group(1).strip():
+            return "follow", m.group(1).strip()
+        m = _FINAL.search(line)
+        if m:
+            return "final", clean_answer(m.group(1))
+        if line.endswith("?"):
+            return "follow", line
+        return "none", ""
+    return "none", ""
+
+
+@dataclass
+class SelfAsk(LLMReader):
+    """``self_ask(retriever=bm25 % 3, max_hops=2, k=3)``."""
+
+    retriever: Any = None
+    max_hops: int = 2
+    name = "self_ask"
+    takes = (Queries,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.retriever, Stage) or not issubclass(Queries, self.retriever.takes) \
+                or not issubclass(self.retriever.gives, Rankings):
+            raise ConfigError("self_ask needs a retriever sub-pipeline from queries to rankings, e.g. self_ask(bm25 % 3)")
+        if isinstance(self.max_hops, bool) or not isinstance(self.max_hops, int) or self.max_hops < 1:
+            raise ConfigError(f"self_ask: max_hops must be a whole number >= 1, got {self.max_hops!r}")
+        from retrievo.llm.prompts import load_template
+
+        self._state["ask"] = load_template("self_ask", required={"question", "steps"})
+        self._state["compose"] = load_template("compose", required={"question", "steps"})
+
+    @classmethod
+    def from_options(cls, ctx, index=None, retriever=None, **options):
+        from retrievo.pipeline import parse
+
+        index = index if index is not None else ctx.get("index")
+        if retriever is None:
+            retriever = parse("bm25", {"index": index})
+        return cls(index=index, retriever=retriever, **options)
+
+    def _steps(self, template, steps: list[tuple[str, str]]) -> str:
+        line = template.defaults.get("step_line", "{sub_question} {sub_answer}")
+        return "\n".join(line.format(sub_question=q, sub_answer=a) for q, a in steps)
+
+    def _one(self, qid: str, question: str) -> tuple[Reading, list[tuple[str, float]]]:
+        steps: list[tuple[str, str]] = []
+        cited: list[str] = []
+        seen: dict[str, float] = {}
+        for _hop in range(int(self.max_hops)):
+            reply = self.ask(self._state["ask"].render(question=question, steps=self._steps(self._state["ask"], steps)),
+                             max_tokens=max(16, int(self.max_tokens)))
+            kind, text = parse_step(reply or "")
+            if kind != "follow" or text.lower() in {q.lower() for q, _ in steps}:
+                break
+            charge(hops=1)
+            got = run_sub(self.retriever, Queries([qid], [text]))
+            ids, scores = ranked(got, 0)
+            for d, s in zip(ids, scores):
+                seen.setdefault(d, s)
+            sub = self.read(text, self.context(text, ids, scores))
+            steps.append((text, sub.text))
+            cited.extend(d for d in sub.citations if d not in cited)
+        if not steps:  # no decomposition: one retrieval with the question itself, then read
+            got = run_sub(self.retriever, Queries([qid], [question]))
+            ids, scores = ranked(got, 0)
+            seen.update(zip(ids, scores))
+            return self.read(question, self.context(question, ids, scores)), list(seen.items())
+        reply = self.ask(self._state["compose"].render(question=question,
+                                                        steps=self._steps(self._state["compose"], steps)))
+        text = self.abstain if reply is None else clean_answer(reply)
+        return Reading(text, [] if text == self.abstain else cited, []), list(seen.items())
+
+    def transform(self, inp: Queries) -> Answers:
+        readings, lists = [], []
+        for q in inp:
+            r, seen = self._one(q.qid, question_text(q))
+            readings.append(r)
+            lists.append(([d for d, _ in seen], [float(len(seen) - i) for i in range(len(seen))]))
+        return answers_from(inp, readings, Rankings.from_lists(inp, lists), inp.costs)
+
+
+__all__ = ["SelfAsk", "parse_step"]
