@@ -246,3 +246,31 @@ def test_dense_cache_reencodes_documents_replaced_by_an_upsert(tmp_path):
     assert got[0].doc_ids[0] == "d7"
     np.testing.assert_array_equal(got.doc_ids, want.doc_ids)
     np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["splade", "maxsim", "muvera"])
+def test_splade_and_token_caches_reencode_documents_replaced_by_an_upsert(tmp_path, method):
+    """Like the dense cache, the SPLADE impacts and the token-vector store (which MaxSim and
+    MUVERA read) follow an upsert: the replaced document is encoded again, in one upsert of
+    the cache, so results equal those over a fresh build."""
+    pytest.importorskip("torch")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from retrievo.pipeline import parse
+
+    spec = {"splade": "splade(max_length=32) % 5",
+            "maxsim": "maxsim(max_length=32) % 5",
+            "muvera": "muvera(max_length=32, candidates=20) % 5"}[method]
+    rng = np.random.default_rng(9)
+    docs = [_doc(rng, f"d{i}") for i in range(20)]
+    lex = InvertedIndex.build(docs, tmp_path / "l.idx", workers=1)
+    queries = Queries.of({"q": "a recipe for chocolate cake with butter and sugar"})
+    parse(spec, {"index": lex})(queries)  # encodes and caches the 20 documents beside the index
+    replacement = Document("d7", "Bake a chocolate cake: butter, sugar, eggs and cocoa.", "Chocolate cake recipe")
+    lex.upsert([replacement], workers=1)
+    got = parse(spec, {"index": InvertedIndex.open(lex.path)})(queries)
+    fresh = InvertedIndex.build([replacement if d.doc_id == "d7" else d for d in docs], tmp_path / "f.idx",
+                                workers=1)
+    want = parse(spec, {"index": fresh})(queries)
+    assert got[0].doc_ids[0] == "d7"
+    np.testing.assert_array_equal(got.doc_ids, want.doc_ids)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-3)

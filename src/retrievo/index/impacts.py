@@ -44,6 +44,7 @@ import numpy as np
 
 from retrievo.errors import ConfigError, DataFormatError, DuplicateIdError
 from retrievo.index import lifecycle
+from retrievo.index.columns import Columns, flatten_meta
 from retrievo.index.docstore import DOCS_FOLDER, DocPart
 from retrievo.index.ingest import growing_vocab
 from retrievo.index.inverted import SEGMENTS_FOLDER, InvertedIndex, _create_index_folder
@@ -99,11 +100,15 @@ def _segment_from_csr(matrix: Any, column_terms: np.ndarray, scale: float, name:
                    imp[order].astype(np.int32))
 
 
-def _doc_part(name: str, ids: Sequence[str], documents: Sequence[Document] | None) -> DocPart:
+def _doc_part(name: str, ids: Sequence[str], documents: Sequence[Document] | None,
+              metadata: Sequence[Mapping[str, Any]] | None = None) -> DocPart:
     ids_arr = np.empty(len(ids), dtype=object)
     ids_arr[:] = [str(i) for i in ids]
     if documents is None:
-        return DocPart(f"part-{name}", ids_arr)
+        if metadata is not None and len(metadata) != len(ids_arr):
+            raise ConfigError(f"{len(ids_arr)} ids but {len(metadata)} metadata records")
+        columns = Columns.build([flatten_meta(m) for m in metadata]) if metadata is not None else None
+        return DocPart(f"part-{name}", ids_arr, columns=columns)
     if len(documents) != len(ids) or any(d.doc_id != i for d, i in zip(documents, ids_arr)):
         raise ConfigError("documents must be given in the same order as the ids")
     records = [json.dumps({"title": d.title, "text": d.text, **({"meta": dict(d.meta)} if d.meta else {})},
@@ -161,16 +166,17 @@ class ImpactIndex(InvertedIndex):
     def from_vectors(cls, ids: Sequence[str], vectors: Any, terms: Sequence[str], path: str | Path | None = None,
                      *, documents: Sequence[Document] | None = None, scale: float = DEFAULT_SCALE,
                      model: str = "", model_spec: str = "", vocab_sha: str = "", source: str | None = None,
-                     truncated: int = 0) -> "ImpactIndex":
+                     truncated: int = 0, metadata: Sequence[Mapping[str, Any]] | None = None) -> "ImpactIndex":
         """An index of sparse ``vectors`` (a scipy sparse matrix ``[len(ids), len(terms)]``
-        whose column ``c`` is the term ``terms[c]``), in memory or written at ``path``."""
+        whose column ``c`` is the term ``terms[c]``), in memory or written at ``path``;
+        ``metadata`` (one mapping per id, without ``documents``) is kept as columns."""
         if not scale > 0:
             raise ConfigError(f"scale must be > 0, got {scale}")
         info = {"store": documents is not None, "scale": float(scale), "model": model, "model_spec": model_spec,
                 "vocab_sha": vocab_sha, "source": source, "truncated": int(truncated)}
         index = cls([], [], [], get_analyzer(None), None, 0, info)
         if path is None:
-            index._ingest_vectors(ids, vectors, terms, documents, None)
+            index._ingest_vectors(ids, vectors, terms, documents, None, metadata)
             return index
         path = Path(path)
         if path.exists() and any(path.iterdir()):
@@ -178,7 +184,7 @@ class ImpactIndex(InvertedIndex):
 
         def write_new(txn: lifecycle.Transaction) -> None:
             index.path = txn.path
-            index._ingest_vectors(ids, vectors, terms, documents, txn.path)
+            index._ingest_vectors(ids, vectors, terms, documents, txn.path, metadata)
             index._publish(txn)
 
         _create_index_folder(path, write_new)
@@ -224,14 +230,15 @@ class ImpactIndex(InvertedIndex):
         return cls.from_vectors(ids, matrix, list(cols), path, documents=docs if store else None, scale=scale)
 
     def _ingest_vectors(self, ids: Sequence[str], vectors: Any, terms: Sequence[str],
-                        documents: Sequence[Document] | None, folder: Path | None) -> None:
+                        documents: Sequence[Document] | None, folder: Path | None,
+                        metadata: Sequence[Mapping[str, Any]] | None = None, replacing: bool = False) -> None:
         """Add one segment (and document part) for ``vectors``; on failure nothing changes."""
         ids = [str(i) for i in ids]
         if vectors.shape[0] != len(ids) or vectors.shape[1] != len(terms):
             raise ConfigError(f"{vectors.shape} vectors for {len(ids)} ids and {len(terms)} terms")
         if len(set(ids)) != len(ids):
             raise DuplicateIdError("document ids must be unique within an impact index")
-        clash = [i for i in ids if i in self._live_id_set()] if self.segments else []
+        clash = [i for i in ids if i in self._live_id_set()] if self.segments and not replacing else []
         if clash:
             raise DuplicateIdError(f"{len(clash)} id(s) are already in the impact index, e.g. {clash[:3]}; "
                                    "delete them first to replace their vectors")
@@ -249,7 +256,7 @@ class ImpactIndex(InvertedIndex):
             column_terms[used] = [vocab[terms[c]] for c in used.tolist()]
             name = uuid.uuid4().hex[:16]
             seg = _segment_from_csr(vectors, column_terms, self.scale, name, len(vocab))
-            part = _doc_part(name, ids, documents if self.store else None)
+            part = _doc_part(name, ids, documents if self.store else None, metadata)
             self.terms.extend(itertools.islice(vocab, len(self.terms), None))
             if folder is not None:
                 seg.write(folder / SEGMENTS_FOLDER)
@@ -264,14 +271,14 @@ class ImpactIndex(InvertedIndex):
     # ------------------------------------------------------------------ changes
     def add_vectors(self, ids: Sequence[str], vectors: Any, terms: Sequence[str], *,
                     documents: Sequence[Document] | None = None, source: str | None = None,
-                    truncated: int = 0) -> int:
+                    truncated: int = 0, metadata: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Add sparse vectors of new ids as a new segment; returns how many were added.
         On disk readers see them once the segment is written and published."""
         if not len(ids):
             return 0
 
         def apply(folder):
-            self._ingest_vectors(ids, vectors, terms, documents, folder)
+            self._ingest_vectors(ids, vectors, terms, documents, folder, metadata)
             if source is not None:
                 self.info["source"] = source
             self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
@@ -288,6 +295,45 @@ class ImpactIndex(InvertedIndex):
                 self.info = saved
                 raise
         return len(ids)
+
+    def upsert_vectors(self, ids: Sequence[str], vectors: Any, terms: Sequence[str], *,
+                       documents: Sequence[Document] | None = None, source: str | None = None,
+                       truncated: int = 0, metadata: Sequence[Mapping[str, Any]] | None = None) -> tuple[int, int]:
+        """Insert or replace the sparse vectors of ``ids`` in ONE generation: the ids already
+        present are tombstoned and the new vectors added as a new segment, published
+        together (a reader, or a crash, sees the old state or the new one). Returns
+        ``(replaced, added)``."""
+        ids = [str(i) for i in ids]
+        if not ids:
+            return 0, 0
+        targets = self._deletion_targets([i for i in ids if i in self.docstore], missing_ok=False)
+
+        def apply(folder):
+            self._ingest_vectors(ids, vectors, terms, documents, folder, metadata, replacing=True)
+            self._tombstone(targets)
+            self._invalidate()
+            if source is not None:
+                self.info["source"] = source
+            self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
+
+        saved = dict(self.info)
+        if self.path is None:
+            with self._restored_on_failure():
+                try:
+                    apply(None)
+                except BaseException:
+                    self.info = saved
+                    raise
+            return len(targets), len(ids) - len(targets)
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            try:
+                apply(self.path)
+                lifecycle.fault_point("upsert.before_publish")
+                self._publish(txn)
+            except BaseException:
+                self.info = saved
+                raise
+        return len(targets), len(ids) - len(targets)
 
     def set_source(self, source: str) -> None:
         """Record the collection identity this index now matches (after add/delete)."""

@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +202,11 @@ class MultiVectorIndex(DocumentNumbering):
     @classmethod
     def build(cls, ids: Sequence[str], tokens: np.ndarray, lengths: np.ndarray, path: str | Path | None = None, *,
               model: str, model_spec: str = "", documents: Sequence[Document] | None = None,
-              source: str | None = None, dtype: str = "float16", truncated: int = 0) -> "MultiVectorIndex":
+              source: str | None = None, dtype: str = "float16", truncated: int = 0,
+              metadata: Sequence[Mapping[str, Any]] | None = None) -> "MultiVectorIndex":
         """An index of documents ``ids`` whose token vectors are ``tokens`` rows, ``lengths[i]``
-        rows for document ``i`` in order; written at ``path`` when given."""
+        rows for document ``i`` in order; written at ``path`` when given. ``metadata`` (one
+        mapping per id, when ``documents`` are not given) is kept as filterable columns."""
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         tokens = np.asarray(tokens)
@@ -212,7 +214,7 @@ class MultiVectorIndex(DocumentNumbering):
             raise DimensionMismatchError(f"token vectors must be [tokens, dim], got shape {tokens.shape}")
         info = {"store": documents is not None, "source": source, "dtype": dtype, "truncated": int(truncated)}
         index = cls([], [], [], model, tokens.shape[1], model_spec=model_spec, info=info)
-        index._append(ids, tokens, lengths, documents)
+        index._append(ids, tokens, lengths, documents, metadata)
         if path is None:
             return index
         path = Path(path)
@@ -222,7 +224,8 @@ class MultiVectorIndex(DocumentNumbering):
         return cls.open(path)
 
     def _append(self, ids: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
-                documents: Sequence[Document] | None) -> None:
+                documents: Sequence[Document] | None, metadata: Sequence[Mapping[str, Any]] | None = None,
+                replacing: bool = False) -> None:
         from retrievo.index.vectors import VectorIndex
 
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -234,11 +237,11 @@ class MultiVectorIndex(DocumentNumbering):
                                          f"dimension {self.dim}")
         if not np.isfinite(np.asarray(tokens, dtype=np.float32)).all():
             raise ConfigError("token vectors contain NaN or infinite values; check the encoder")
-        if self.parts:
+        if self.parts and not replacing:
             clash = [i for i in ids if i in self.docstore]
             if clash:
                 raise DuplicateIdError(f"{len(clash)} id(s) are already in the index, e.g. {clash[:3]}")
-        vpart, docs = VectorIndex._make_part(ids, np.zeros((len(ids), 1), np.float32), documents)
+        vpart, docs = VectorIndex._make_part(ids, np.zeros((len(ids), 1), np.float32), documents, metadata)
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         part = TokenPart(vpart.name, np.ascontiguousarray(tokens, dtype=self.dtype), offsets)
@@ -273,7 +276,8 @@ class MultiVectorIndex(DocumentNumbering):
 
     # ------------------------------------------------------------------ changes
     def add(self, ids: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
-            documents: Sequence[Document] | None = None, *, source: str | None = None, truncated: int = 0) -> int:
+            documents: Sequence[Document] | None = None, *, source: str | None = None, truncated: int = 0,
+            metadata: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Add new documents' token vectors as a new part; returns how many were added."""
         if not len(ids):
             return 0
@@ -281,7 +285,7 @@ class MultiVectorIndex(DocumentNumbering):
             raise ConfigError("this index stores text: give the documents of the added token vectors")
 
         def apply():
-            self._append(ids, tokens, lengths, documents if self.store else None)
+            self._append(ids, tokens, lengths, documents if self.store else None, metadata)
             if source is not None:
                 self.info["source"] = source
             self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
@@ -294,6 +298,39 @@ class MultiVectorIndex(DocumentNumbering):
                 self._write_parts(self.path)
                 self._publish(txn)
         return len(ids)
+
+    def upsert(self, ids: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
+               documents: Sequence[Document] | None = None, *, source: str | None = None, truncated: int = 0,
+               metadata: Sequence[Mapping[str, Any]] | None = None) -> tuple[int, int]:
+        """Insert or replace the token vectors of ``ids`` in ONE generation: the ids already
+        present are tombstoned and the new rows added as a new part, published together, so
+        a reader (or a crash) sees the old state or the new one. Returns ``(replaced,
+        added)``."""
+        ids = [str(i) for i in ids]
+        if not ids:
+            return 0, 0
+        if self.store and documents is None:
+            raise ConfigError("this index stores text: give the documents of the upserted token vectors")
+        targets = self._deletion_targets([i for i in ids if i in self.docstore], missing_ok=False)
+
+        def apply():
+            self._append(ids, tokens, lengths, documents if self.store else None, metadata, replacing=True)
+            self._tombstone(targets)
+            if source is not None:
+                self.info["source"] = source
+            self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
+            self._invalidate()
+
+        if self.path is None:
+            with self._restored_on_failure():
+                apply()
+        else:
+            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+                apply()
+                self._write_parts(self.path)
+                lifecycle.fault_point("upsert.before_publish")
+                self._publish(txn)
+        return len(targets), len(ids) - len(targets)
 
     def delete(self, doc_ids, *, missing_ok: bool = False, source: str | None = None) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""

@@ -56,6 +56,7 @@ from retrievo.errors import ConfigError, EmptyQueryError, ModelMismatchError, Un
 from retrievo.index.vectors import VectorIndex
 from retrievo.pipeline import Retriever, charge, spec_call
 from retrievo.resources import is_memory_name, resource_name
+from retrievo.retrieve.encoded import content_hashes, plan_sync
 from retrievo.retrieve.exact import score_numbers, search_blocks
 from retrievo.retrieve.quantized import CODES, search_codes
 from retrievo.types import Queries, Rankings
@@ -117,31 +118,6 @@ class _StoreTexts(Sequence):
         return self.store.document_at(int(self.numbers[i])).contents
 
 
-#: a metadata column of the cached vector index: a hash of the text each vector encodes,
-#: so a sync finds documents replaced under the same id (an upsert) and encodes them again
-CONTENT_FIELD = "retrievo_encoded_text"
-
-
-def _content_hashes(texts: Sequence[str]) -> list[dict[str, str]]:
-    return [{CONTENT_FIELD: hashlib.sha256(t.encode("utf-8")).hexdigest()[:24]} for t in texts]
-
-
-def _encoded_hashes(vindex: VectorIndex) -> dict[str, str]:
-    """id -> content hash recorded for each live vector (empty for caches written before
-    hashes were recorded: those are synced by id only)."""
-    out: dict[str, str] = {}
-    for part, lv in zip(vindex.doc_parts, vindex.lives):
-        cols = part.columns
-        codes = None if cols is None else cols.fields.get(CONTENT_FIELD, {}).get("keyword")
-        if codes is None:
-            continue
-        values = cols.values[(CONTENT_FIELD, "keyword")]
-        for local, (doc_id, code) in enumerate(zip(part.ids.tolist(), np.asarray(codes).tolist())):
-            if code >= 0 and (lv is None or lv[local]):
-                out[doc_id] = values[code]
-    return out
-
-
 def _live_numbers(index: Any) -> np.ndarray:
     live = index.live
     return np.arange(index.total_docs, dtype=np.int64) if live is None else np.flatnonzero(live)
@@ -167,7 +143,7 @@ def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorInde
             vectors = encoder.encode_documents(all_texts, progress=progress)
             hit = VectorIndex.build(lexical.doc_ids[numbers].tolist(), vectors, model=identity,
                                     model_spec=encoder_spec(encoder), source=str(lexical.identity),
-                                    metadata=_content_hashes(all_texts))
+                                    metadata=content_hashes(all_texts))
             with _LOCK:
                 _MEMORY[key] = hit
         return hit
@@ -186,7 +162,7 @@ def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorInde
     try:
         vindex = VectorIndex.build(lexical.doc_ids[numbers].tolist(), vectors, folder, model=identity,
                                    model_spec=encoder_spec(encoder), source=str(lexical.identity),
-                                   metadata=_content_hashes([texts[i] for i in range(len(texts))]))
+                                   metadata=content_hashes([texts[i] for i in range(len(texts))]))
     except OSError:
         if not lifecycle.is_index(folder):  # another process published it first: use theirs
             raise
@@ -199,28 +175,19 @@ def vectors_for(lexical: Any, encoder: Any, progress: bool = True) -> VectorInde
 
 def _sync(vindex: VectorIndex, lexical: Any, encoder: Any, progress: bool) -> None:
     """Make ``vindex`` hold exactly ``lexical``'s live documents: encode the new ones and
-    those whose text changed under the same id (an upsert; found by the recorded content
-    hashes), replace them in one upsert, tombstone the removed ones, and record the lexical
-    identity it now matches."""
+    those whose text changed under the same id (an upsert; see
+    :mod:`retrievo.retrieve.encoded`), replace them in one upsert, tombstone the removed
+    ones, and record the lexical identity it now matches."""
     numbers = _live_numbers(lexical)
     lex_ids = lexical.doc_ids[numbers].tolist()
-    have = vindex.docstore.id_map()
-    recorded = _encoded_hashes(vindex)
     texts = _StoreTexts(lexical.docstore, numbers)
-    todo = []
-    for i, d in enumerate(lex_ids):
-        if d not in have:
-            todo.append(i)
-        elif d in recorded:
-            if _content_hashes([texts[i]])[0][CONTENT_FIELD] != recorded[d]:
-                todo.append(i)
-    gone = sorted(set(have) - set(lex_ids))
+    todo, gone = plan_sync(vindex, lex_ids, texts.__getitem__)
     source = str(lexical.identity)
     if todo:
         changed = [texts[i] for i in todo]
         vectors = encoder.encode_documents(changed, progress=progress)
         vindex.upsert([lex_ids[i] for i in todo], vectors, source=source if not gone else None,
-                      metadata=_content_hashes(changed))
+                      metadata=content_hashes(changed))
     vindex.delete(gone, source=source)
 
 

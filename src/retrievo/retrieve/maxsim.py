@@ -36,7 +36,8 @@ from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
 from retrievo.index.multivectors import MultiVectorIndex
 from retrievo.pipeline import Retriever, charge, spec_call
 from retrievo.resources import is_memory_name, resource_name
-from retrievo.retrieve.dense import _live_numbers, default_threads
+from retrievo.retrieve.dense import _live_numbers, _StoreTexts, default_threads
+from retrievo.retrieve.encoded import content_hashes, plan_sync
 from retrievo.retrieve.exact import blas_threads, search_blocks
 from retrievo.retrieve.splade import cache_folder, stored_texts
 from retrievo.types import Queries, Rankings
@@ -170,13 +171,14 @@ def multivectors_for(lexical: Any, encoder: Any, progress: bool = True, dtype: s
 
     def encode(numbers):
         texts, keep = stored_texts(lexical, numbers, "multi-vector")  # no text: no token vectors (score 0)
+        hashes = content_hashes(texts)
         before = encoder.truncated
         lengths = np.zeros(len(texts), dtype=np.int64)
         if not keep:
-            return np.empty((0, encoder.dim), np.float32), lengths, 0
+            return np.empty((0, encoder.dim), np.float32), lengths, 0, hashes
         tokens, kept_lengths = encoder.encode_documents([texts[i] for i in keep], progress=progress)
         lengths[keep] = kept_lengths
-        return tokens, lengths, encoder.truncated - before
+        return tokens, lengths, encoder.truncated - before, hashes
 
     meta = dict(model=identity, model_spec=str(encoder.spec), source=str(lexical.identity), dtype=dtype)
     if folder is None:
@@ -185,8 +187,9 @@ def multivectors_for(lexical: Any, encoder: Any, progress: bool = True, dtype: s
             hit = _MEMORY.get(key)
         if hit is None:
             numbers = _live_numbers(lexical)
-            tokens, lengths, cut = encode(numbers)
-            hit = MultiVectorIndex.build(lexical.doc_ids[numbers].tolist(), tokens, lengths, truncated=cut, **meta)
+            tokens, lengths, cut, hashes = encode(numbers)
+            hit = MultiVectorIndex.build(lexical.doc_ids[numbers].tolist(), tokens, lengths, truncated=cut,
+                                         metadata=hashes, **meta)
             with _LOCK:
                 hit = _MEMORY.setdefault(key, hit)
         return hit
@@ -196,22 +199,22 @@ def multivectors_for(lexical: Any, encoder: Any, progress: bool = True, dtype: s
         mindex = MultiVectorIndex.open(folder)
         mindex.check_model(identity)
         if mindex.source != str(lexical.identity):
+            # new documents, and documents whose text changed under the same id (an upsert:
+            # see retrievo.retrieve.encoded), are encoded and replaced in one upsert
             numbers = _live_numbers(lexical)
             lex_ids = lexical.doc_ids[numbers].tolist()
-            have = mindex.docstore.id_map()
-            new = [(n, d) for n, d in zip(numbers.tolist(), lex_ids) if d not in have]
-            gone = sorted(set(have) - set(lex_ids))
-            if new:
-                tokens, lengths, cut = encode(np.asarray([n for n, _ in new], dtype=np.int64))
-                mindex.add([d for _, d in new], tokens, lengths, truncated=cut,
-                           source=None if gone else str(lexical.identity))
+            todo, gone = plan_sync(mindex, lex_ids, _StoreTexts(lexical.docstore, numbers).__getitem__)
+            if todo:
+                tokens, lengths, cut, hashes = encode(numbers[todo])
+                mindex.upsert([lex_ids[i] for i in todo], tokens, lengths, truncated=cut, metadata=hashes,
+                              source=None if gone else str(lexical.identity))
             mindex.delete(gone, source=str(lexical.identity))
         return mindex
     numbers = _live_numbers(lexical)
-    tokens, lengths, cut = encode(numbers)
+    tokens, lengths, cut, hashes = encode(numbers)
     try:
         return MultiVectorIndex.build(lexical.doc_ids[numbers].tolist(), tokens, lengths, folder, truncated=cut,
-                                      **meta)
+                                      metadata=hashes, **meta)
     except FileExistsError:  # another process published it first
         return MultiVectorIndex.open(folder)
 

@@ -38,6 +38,7 @@ from retrievo.index.impacts import DEFAULT_SCALE, ImpactIndex
 from retrievo.pipeline import Retriever, charge, spec_call
 from retrievo.resources import is_memory_name, resource_name
 from retrievo.retrieve.dense import _StoreTexts, _live_numbers, cache_root, default_threads, model_key
+from retrievo.retrieve.encoded import content_hashes, plan_sync
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
@@ -81,9 +82,10 @@ def _encode_store(lexical: Any, numbers: np.ndarray, encoder: Any, progress: boo
     from scipy.sparse import csr_matrix
 
     texts, keep = stored_texts(lexical, numbers, "splade")
+    hashes = content_hashes(texts)
     before = encoder.truncated
     if not keep:
-        return csr_matrix((len(texts), encoder.vocab_size), dtype=np.float32), 0
+        return csr_matrix((len(texts), encoder.vocab_size), dtype=np.float32), 0, hashes
     vectors = encoder.encode_documents([texts[i] for i in keep], progress=progress)
     if len(keep) < len(texts):  # empty rows for the documents without text
         counts = np.zeros(len(texts), dtype=np.int64)
@@ -91,7 +93,7 @@ def _encode_store(lexical: Any, numbers: np.ndarray, encoder: Any, progress: boo
         indptr = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         vectors = csr_matrix((vectors.data, vectors.indices, indptr), shape=(len(texts), vectors.shape[1]))
-    return vectors, encoder.truncated - before
+    return vectors, encoder.truncated - before, hashes
 
 
 def impacts_for(lexical: Any, encoder: Any, scale: float = DEFAULT_SCALE, progress: bool = True) -> ImpactIndex:
@@ -107,9 +109,9 @@ def impacts_for(lexical: Any, encoder: Any, scale: float = DEFAULT_SCALE, progre
             hit = _MEMORY.get(key)
         if hit is None:
             numbers = _live_numbers(lexical)
-            vectors, cut = _encode_store(lexical, numbers, encoder, progress)
+            vectors, cut, hashes = _encode_store(lexical, numbers, encoder, progress)
             hit = ImpactIndex.from_vectors(lexical.doc_ids[numbers].tolist(), vectors, encoder.terms(), scale=scale,
-                                           truncated=cut, **meta)
+                                           truncated=cut, metadata=hashes, **meta)
             with _LOCK:
                 hit = _MEMORY.setdefault(key, hit)
         return hit
@@ -123,24 +125,25 @@ def impacts_for(lexical: Any, encoder: Any, scale: float = DEFAULT_SCALE, progre
             _sync(index, lexical, encoder, progress)
         return index
     numbers = _live_numbers(lexical)
-    vectors, cut = _encode_store(lexical, numbers, encoder, progress)
+    vectors, cut, hashes = _encode_store(lexical, numbers, encoder, progress)
     try:
         return ImpactIndex.from_vectors(lexical.doc_ids[numbers].tolist(), vectors, encoder.terms(), folder,
-                                        scale=scale, truncated=cut, **meta)
+                                        scale=scale, truncated=cut, metadata=hashes, **meta)
     except FileExistsError:  # another process published it first: use theirs
         return ImpactIndex.open(folder)
 
 
 def _sync(index: ImpactIndex, lexical: Any, encoder: Any, progress: bool) -> None:
-    """Make the cached impacts hold exactly ``lexical``'s live documents."""
+    """Make the cached impacts hold exactly ``lexical``'s live documents: encode the new
+    ones and those whose text changed under the same id (see
+    :mod:`retrievo.retrieve.encoded`), replace them in one upsert, delete the removed ones."""
     numbers = _live_numbers(lexical)
     lex_ids = lexical.doc_ids[numbers].tolist()
-    have = index.docstore.id_map()
-    new = [(n, d) for n, d in zip(numbers.tolist(), lex_ids) if d not in have]
-    gone = sorted(set(have) - set(lex_ids))
-    if new:
-        vectors, cut = _encode_store(lexical, np.asarray([n for n, _ in new], dtype=np.int64), encoder, progress)
-        index.add_vectors([d for _, d in new], vectors, encoder.terms(), truncated=cut)
+    store = _StoreTexts(lexical.docstore, numbers)
+    todo, gone = plan_sync(index, lex_ids, store.__getitem__)
+    if todo:
+        vectors, cut, hashes = _encode_store(lexical, numbers[todo], encoder, progress)
+        index.upsert_vectors([lex_ids[i] for i in todo], vectors, encoder.terms(), truncated=cut, metadata=hashes)
     if gone:
         index.delete(gone)
     index.set_source(str(lexical.identity))
