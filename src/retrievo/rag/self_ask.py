@@ -24,9 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from retrievo.errors import ConfigError
-from retrievo.pipeline import Stage, charge
-from retrievo.rag.base import LLMReader, Reading, answers_from, clean_answer, question_text, ranked, run_sub
+from retrievo.pipeline import charge
+from retrievo.rag.base import (LLMReader, Reading, answers_from, check_count, check_retriever, clean_answer,
+                               question_text, ranked, run_sub)
 from retrievo.types import Answers, Queries, Rankings
 
 _FOLLOW = re.compile(r"follow[- ]?up(?: question)?\s*:\s*(.+)", re.I)
@@ -63,11 +63,8 @@ class SelfAsk(LLMReader):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.retriever, Stage) or not issubclass(Queries, self.retriever.takes) \
-                or not issubclass(self.retriever.gives, Rankings):
-            raise ConfigError("self_ask needs a retriever sub-pipeline from queries to rankings, e.g. self_ask(bm25 % 3)")
-        if isinstance(self.max_hops, bool) or not isinstance(self.max_hops, int) or self.max_hops < 1:
-            raise ConfigError(f"self_ask: max_hops must be a whole number >= 1, got {self.max_hops!r}")
+        check_retriever(self.retriever, "self_ask", "self_ask(bm25 % 3)")
+        check_count(self.max_hops, "self_ask", "max_hops")
         from retrievo.llm.prompts import load_template
 
         self._state["ask"] = load_template("self_ask", required={"question", "steps"})
