@@ -82,6 +82,17 @@ def check_retriever(stage: Any, method: str, example: str) -> None:
         raise ConfigError(f"{method} needs a retriever sub-pipeline from queries to rankings, e.g. {example}")
 
 
+def with_retriever(cls: Any, ctx: Mapping[str, Any], index: Any, retriever: Any, options: Mapping[str, Any]):
+    """Build a method that retrieves by itself (``cls(index=..., retriever=..., **options)``);
+    without a ``retriever`` sub-pipeline it retrieves with ``bm25`` over the index."""
+    from retrievo.pipeline import parse
+
+    index = index if index is not None else ctx.get("index")
+    if retriever is None:
+        retriever = parse("bm25", {"index": index})
+    return cls(index=index, retriever=retriever, **options)
+
+
 def check_count(value: Any, method: str, option: str) -> None:
     """``option`` of ``method`` must be a whole number >= 1 (booleans are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

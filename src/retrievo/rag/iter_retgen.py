@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from retrievo.pipeline import charge
-from retrievo.rag.base import (LLMReader, answers_from, check_count, check_retriever, question_text, ranked,
-                               run_sub)
+from retrievo.rag.base import (LLMReader, answers_from, check_count, check_retriever, question_text, ranked, run_sub,
+                               with_retriever)
 from retrievo.types import Answers, Queries, Rankings
 
 
@@ -39,12 +39,7 @@ class IterRetGen(LLMReader):
 
     @classmethod
     def from_options(cls, ctx, index=None, retriever=None, **options):
-        from retrievo.pipeline import parse
-
-        index = index if index is not None else ctx.get("index")
-        if retriever is None:
-            retriever = parse("bm25", {"index": index})
-        return cls(index=index, retriever=retriever, **options)
+        return with_retriever(cls, ctx, index, retriever, options)
 
     def transform(self, inp: Queries) -> Answers:
         questions = [question_text(q) for q in inp]

@@ -26,7 +26,7 @@ from typing import Any
 
 from retrievo.pipeline import charge
 from retrievo.rag.base import (LLMReader, Reading, answers_from, check_count, check_retriever, clean_answer,
-                               question_text, ranked, run_sub)
+                               question_text, ranked, run_sub, with_retriever)
 from retrievo.types import Answers, Queries, Rankings
 
 _FOLLOW = re.compile(r"follow[- ]?up(?: question)?\s*:\s*(.+)", re.I)
@@ -72,12 +72,7 @@ class SelfAsk(LLMReader):
 
     @classmethod
     def from_options(cls, ctx, index=None, retriever=None, **options):
-        from retrievo.pipeline import parse
-
-        index = index if index is not None else ctx.get("index")
-        if retriever is None:
-            retriever = parse("bm25", {"index": index})
-        return cls(index=index, retriever=retriever, **options)
+        return with_retriever(cls, ctx, index, retriever, options)
 
     def _steps(self, template, steps: list[tuple[str, str]]) -> str:
         line = template.defaults.get("step_line", "{sub_question} {sub_answer}")
