@@ -109,6 +109,40 @@ def test_http_matches_local_generation(local, remote):
     assert with_top.top_logprobs and all(len(t) == 3 for t in with_top.top_logprobs)
 
 
+def test_http_stream_matches_local_generation_piece_by_piece(local, remote):
+    params = GenerationParams(max_tokens=12)
+    for p in (CHAT[0], CHAT[1], RAW[0]):
+        whole = local.generate([p], params)[0].text
+        pieces = list(remote.stream(p, params))
+        assert "".join(pieces) == whole
+        assert len(pieces) > 1  # sent as decoded, not as one piece at the end
+
+
+def test_server_streams_server_sent_events_in_openai_shapes(server, local):
+    import httpx
+
+    body = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 6, "stream": True, "temperature": 0,
+            "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", server.url + "/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(ln[5:]) for ln in lines[:-1]]
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert {e["object"] for e in events} == {"chat.completion.chunk"} and len({e["id"] for e in events}) == 1
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    finished = [e["choices"][0]["finish_reason"] for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+    expected = local.generate([Prompt.chat("What is 2+2?")], GenerationParams(max_tokens=6))[0]
+    assert text == expected.text and finished == [expected.finish_reason]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == expected.completion_tokens
+    raw = {"prompt": "The capital of France is", "max_tokens": 4, "stream": True, "temperature": 0}
+    with httpx.stream("POST", server.url + "/completions", json=raw, timeout=60) as r:
+        events = [json.loads(ln[5:]) for ln in r.iter_lines() if ln.startswith("data:") and "[DONE]" not in ln]
+    assert all("usage" not in e for e in events)  # only when asked for
+    assert "".join(e["choices"][0]["text"] for e in events) == \
+        local.generate([RAW[0]], GenerationParams(max_tokens=4))[0].text
+
+
 def test_http_matches_local_continuation_logprobs(local, remote):
     prompts = CHAT + RAW
     conts = [" Yes, it is blue.", " 4.", " Paris, a large city."]
@@ -182,7 +216,10 @@ def test_server_endpoints_and_typed_errors(server, local):
     assert status("/chat/completions", {"messages": [{"role": "user", "content": "x"}], "temperature": -1}) == 422
     assert status("/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}) == 422
     assert status("/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 2}) == 400
-    assert status("/chat/completions", {"messages": [{"role": "user", "content": "x"}], "stream": True}) == 400
+    assert status("/chat/completions", {"messages": [{"role": "user", "content": "x"}], "stream": True,
+                                        "logprobs": True}) == 400
+    assert status("/completions", {"prompt": "x", "stream": True, "echo": True}) == 400
+    assert status("/completions", {"prompt": "word " * 9000, "max_tokens": 1, "stream": True}) == 400
     assert status("/chat/completions", {"messages": [{"role": "user", "content": "x"}],
                                         "continue_final_message": True, "add_generation_prompt": False}) == 400
     assert status("/chat/completions", {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}) == 404
@@ -379,6 +416,79 @@ def test_http_urls_and_options_through_the_loader():
         build_llm("http://127.0.0.1:9/v1?model=m&prefix_mode=guess")
     with pytest.raises(ModelNotFoundError):
         build_llm("/no/such/model.gguf")
+
+
+def sse(*events, done=True) -> bytes:
+    out = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
+    return (out + ("data: [DONE]\n\n" if done else "")).encode()
+
+
+def delta(text, finish=None):
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+
+
+SSE = {"Content-Type": "text/event-stream"}
+
+
+def test_streaming_client_pieces_usage_retries_and_fallbacks():
+    ok = sse(delta("Par"), delta("is"), delta("", "stop"),
+             {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+    stub = Stub(lambda n, path: (500, b"{}", {}) if n == 1 else (200, ok, SSE))
+    from retrievo.pipeline import _METER, _Meter
+
+    meter = _Meter()
+    token = _METER.set(meter)
+    try:
+        llm = client(stub.url)
+        assert list(llm.stream(Prompt.chat("capital?"))) == ["Par", "is"]
+        assert stub.count == 2 and stub.bodies[-1]["stream"] is True  # a 500 before the answer is retried
+        assert stub.bodies[-1]["stream_options"] == {"include_usage": True}
+        assert (meter.calls, meter.prompt_tokens, meter.completion_tokens) == (1, 7, 2)  # the server's usage
+    finally:
+        _METER.reset(token)
+        stub.close()
+    refuses = Stub(lambda n, path: (400, b'{"error": {"message": "unknown field stream_options"}}', {}) if n == 1
+                   else (200, sse(delta("x", "stop")), SSE))
+    try:
+        assert list(client(refuses.url, max_retries=0).stream(Prompt.chat("q"))) == ["x"]
+        assert "stream_options" not in refuses.bodies[-1]  # asked again without it
+    finally:
+        refuses.close()
+    plain = Stub(lambda n, path: (200, chat_body("whole"), {}))  # a server that does not stream
+    try:
+        assert list(client(plain.url).stream(Prompt.chat("q"))) == ["whole"]
+    finally:
+        plain.close()
+    prefixed = Stub(lambda n, path: (200, sse(delta("["), delta("B] > "), delta("[A]", "stop")), SSE))
+    try:
+        got = client(prefixed.url, prefix_mode="instruct").stream(Prompt.chat("Rank.", assistant_prefix="[B"))
+        assert "".join(got) == "] > [A]"  # the repeated prefix is held back and stripped
+    finally:
+        prefixed.close()
+
+
+def test_streaming_client_typed_errors():
+    broken = Stub(lambda n, path: (200, sse(delta("a"), {"error": {"message": "out of memory"}}, done=False), SSE))
+    try:
+        with pytest.raises(LLMServerError, match="out of memory"):
+            list(client(broken.url).stream(Prompt.chat("q")))
+    finally:
+        broken.close()
+    garbage = Stub(lambda n, path: (200, b"data: {not json\n\n", SSE))
+    try:
+        with pytest.raises(LLMResponseError):
+            list(client(garbage.url).stream(Prompt.chat("q")))
+    finally:
+        garbage.close()
+    too_long = Stub(lambda n, path: (400, b'{"error": {"message": "maximum context length exceeded"}}', {}))
+    try:
+        with pytest.raises(ContextLengthError):
+            list(client(too_long.url).stream(Prompt.chat("q")))
+        assert too_long.count == 1
+    finally:
+        too_long.close()
+    with pytest.raises(LLMServerError, match="cannot reach"):
+        list(client(f"http://127.0.0.1:{free_port()}/v1", max_retries=1).stream(Prompt.chat("q")))
 
 
 def test_assistant_prefix_modes_and_api_key(monkeypatch):

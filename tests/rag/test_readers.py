@@ -24,7 +24,7 @@ from retrievo.rag.closed_book import ClosedBook
 from retrievo.rag.iter_retgen import IterRetGen
 from retrievo.rag.read import Read
 from retrievo.rag.rear import REAR
-from retrievo.rag.self_ask import SelfAsk, parse_step
+from retrievo.rag.self_ask import SelfAsk, forced_step, parse_step
 from retrievo.rag.utility import UtilityFilter, parse_selection
 from retrievo.rewrite.hyde import HyDE
 from retrievo.rewrite.query2doc import Query2Doc
@@ -406,7 +406,7 @@ def test_self_ask_retrieves_and_answers_each_follow_up_then_composes(index):
     rec = Recorder(["d5", "d0"])
 
     def reply(prompt):
-        if "follow-up question needed" in prompt:
+        if "Follow up: <simpler question>" in prompt:
             return "Follow up: Which river flows through Paris?" if "Intermediate" not in prompt else \
                 "So the final answer is: the Seine"
         if "Facts:" in prompt:
@@ -426,9 +426,42 @@ def test_self_ask_retrieves_and_answers_each_follow_up_then_composes(index):
 
 def test_self_ask_without_decomposition_reads_the_question(index):
     rec = Recorder(["d0"])
-    out = with_llm(SelfAsk(index=index, retriever=rec), scripted(lambda p: "no" if "follow-up" in p else "Paris [1]"))(
-        Queries.of({"q1": "capital of France?"}))
+    out = with_llm(SelfAsk(index=index, retriever=rec, min_hops=0),
+                   scripted(lambda p: "no" if "follow-up" in p else "Paris [1]"))(Queries.of({"q1": "capital of France?"}))
     assert rec.batches == [["capital of France?"]] and out[0].citations == ("d0",)
+
+
+def test_self_ask_forces_the_first_hops_with_the_follow_up_primer(index):
+    """The first min_hops replies are primed with "Follow up:", so a model that would
+    answer at once still decomposes; later hops are free, and an empty primed reply ends."""
+    rec = Recorder(["d5"])
+    prompts = []
+
+    def reply(prompt):
+        prompts.append(prompt)
+        if "Follow up: <simpler question>" in prompt:
+            return "Which river flows through Paris?" if prompt.endswith("Follow up:") else "Paris is the answer."
+        return "the Seine [1]"
+
+    out = with_llm(SelfAsk(index=index, retriever=rec, max_hops=3, min_hops=1), scripted(reply))(
+        Queries.of({"q1": "Which river?"}))
+    asks = [p for p in prompts if "Follow up: <simpler question>" in p]
+    assert [p.endswith("Follow up:") for p in asks] == [True, False]
+    assert rec.batches == [["Which river flows through Paris?"]]
+    assert cost_of(out, "self_ask").extra["hops"] == 1
+    empty = with_llm(SelfAsk(index=index, retriever=Recorder(["d5"]), max_hops=2, min_hops=2),
+                     scripted(lambda p: "  \n" if p.endswith("Follow up:") else "x [1]"))(Queries.of({"q1": "Which river?"}))
+    assert cost_of(empty, "self_ask").extra.get("hops", 0) == 0
+    assert forced_step("Follow up: Who? \nmore") == ("follow", "Who?") and forced_step("") == ("none", "")
+    assert forced_step(" Who? So the final answer is: X") == ("follow", "Who?")
+    same = Recorder(["d5"])  # a primed reply that repeats the question is no decomposition: read the question
+    with_llm(SelfAsk(index=index, retriever=same), scripted(lambda p: " Which river?" if p.endswith("Follow up:")
+                                                            else "the Seine [1]"))(Queries.of({"q1": "Which river?"}))
+    assert same.batches == [["Which river?"]]
+    with pytest.raises(ConfigError, match="min_hops"):
+        SelfAsk(index=index, retriever=rec, max_hops=1, min_hops=2)
+    with pytest.raises(ConfigError, match="min_hops"):
+        SelfAsk(index=index, retriever=rec, min_hops=-1)
 
 
 # ------------------------------------------------------------------------------ rewriters

@@ -48,10 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import math
 import os
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -172,24 +175,24 @@ class OpenAICompatibleLLM(LLM):
                 last, timed_out = _StatusError(resp), False
                 continue
             if resp.status_code >= 400:
-                message = _error_message(resp)
-                if resp.status_code == 400 and any(w in resp.text.lower() for w in (
-                        "context length", "context_length_exceeded", "maximum context", "too long", "max_model_len")):
-                    raise ContextLengthError(f"{url}: {message}")
-                raise LLMServerError(f"{url} refused the request (HTTP {resp.status_code}): {message}")
+                raise _refusal(resp, url)
             try:
                 return resp.json()
             except ValueError as exc:
                 raise LLMResponseError(f"{url} answered HTTP {resp.status_code} with something that is not JSON: "
                                        f"{resp.text[:200]!r}") from exc
+        raise self._gave_up(url, last, timed_out) from last
+
+    def _gave_up(self, url: str, last: BaseException | None, timed_out: bool) -> Exception:
+        """The typed error for a request that failed on every attempt."""
         tries = f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}"
         if timed_out:
-            raise LLMTimeoutError(f"{url} did not answer within {self.timeout:g} s ({tries})") from last
+            return LLMTimeoutError(f"{url} did not answer within {self.timeout:g} s ({tries})")
         if isinstance(last, _StatusError):
-            raise LLMServerError(f"{url} kept failing: HTTP {last.response.status_code} "
-                                 f"{_error_message(last.response)} ({tries})")
-        raise LLMServerError(f"cannot reach the LLM server at {url}: {type(last).__name__}: {last} ({tries}); "
-                             "is it running?") from last
+            return LLMServerError(f"{url} kept failing: HTTP {last.response.status_code} "
+                                  f"{_error_message(last.response)} ({tries})")
+        return LLMServerError(f"cannot reach the LLM server at {url}: {type(last).__name__}: {last} ({tries}); "
+                              "is it running?")
 
     def _delay(self, attempt: int, last: BaseException | None) -> float:
         delay = self.backoff * (2 ** (attempt - 1))
@@ -356,6 +359,107 @@ class OpenAICompatibleLLM(LLM):
             for i, ans in zip(raw, self._post_all("/completions", payloads)):
                 out[i] = self._completion(ans, prompts[i], chat=False, want_top=bool(k))
         return out  # type: ignore[return-value]
+
+    def _stream(self, prompt: Prompt, params: GenerationParams, holder: list[Completion]):
+        """Server-sent events (``"stream": true``): each content piece is yielded as it
+        arrives. Connection failures, 429 and 5xx are retried like any request, but only
+        before the first byte of the answer; a server that answers plain JSON instead of
+        events (no streaming) gives its whole text as one piece. ``stream_options.include_usage``
+        asks for the token counts; a server that does not send them is counted as
+        :meth:`generate` counts it. With ``prefix_mode="instruct"`` the start of the reply is
+        held back until it is known whether the model repeated the prefix."""
+        httpx = _httpx()
+        chat = not prompt.is_raw
+        path = "/chat/completions" if chat else "/completions"
+        body: dict[str, Any] = {"model": self.model, **self._sampling(params), "stream": True,
+                                "stream_options": {"include_usage": True}}
+        body.update(self._messages_payload(prompt) if chat else {"prompt": prompt.raw_text})
+        url = self.base_url + path
+        strip = prompt.assistant_prefix if chat and self.prefix_mode == "instruct" else ""
+        parts: list[str] = []
+        held, finish, used = "", "stop", {}
+        with httpx.Client(timeout=httpx.Timeout(self.timeout)) as client:
+            with self._open_stream(client, url, body) as resp:
+                if "text/event-stream" not in resp.headers.get("content-type", ""):
+                    resp.read()
+                    try:
+                        ans = resp.json()
+                    except ValueError as exc:
+                        raise LLMResponseError(f"{url} answered a stream request with neither events nor JSON: "
+                                               f"{resp.text[:200]!r}") from exc
+                    c = self._completion(ans, prompt, chat=chat, want_top=False)
+                    holder.append(c)
+                    yield c.text
+                    return
+                try:
+                    for line in resp.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        event = _event(data, url)
+                        used = event.get("usage") or used
+                        for choice in event.get("choices") or []:
+                            piece = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                            finish = choice.get("finish_reason") or finish
+                            if strip and not parts and len(held + piece) < len(strip) and piece:
+                                held += piece  # could still be the repeated prefix
+                                continue
+                            if held or (strip and not parts):
+                                piece, held = held + piece, ""
+                                if strip and piece.startswith(strip):
+                                    piece = piece[len(strip):]
+                            if piece:
+                                parts.append(piece)
+                                yield piece
+                except httpx.TimeoutException as exc:
+                    raise LLMTimeoutError(f"{url} stopped sending within {self.timeout:g} s mid-stream") from exc
+                except httpx.TransportError as exc:
+                    raise LLMServerError(f"{url} broke off the stream: {type(exc).__name__}: {exc}") from exc
+        if held:
+            parts.append(held)
+            yield held
+        text = "".join(parts)
+        ptoks = int(used.get("prompt_tokens") or super().prompt_tokens(prompt))
+        ctoks = int(used.get("completion_tokens") or max(1, super().count_tokens(text)))
+        holder.append(Completion(text, ptoks, ctoks, str(finish)))
+
+    @contextlib.contextmanager
+    def _open_stream(self, client, url: str, body: dict[str, Any]):
+        """A streamed POST whose status is OK, retried (backoff as in :meth:`_request`)
+        until the answer starts; a server that refuses ``stream_options`` is asked again
+        without it."""
+        httpx = _httpx()
+        last: BaseException | None = None
+        timed_out = False
+        attempt = 0
+        while attempt <= self.max_retries:
+            if attempt:
+                time.sleep(self._delay(attempt, last))
+            attempt += 1
+            with self._count_lock:
+                self.requests_sent += 1
+            try:
+                with client.stream("POST", url, json=body, headers=self._headers()) as resp:
+                    if resp.status_code == 429 or resp.status_code >= 500:
+                        resp.read()
+                        last, timed_out = _StatusError(resp), False
+                        continue
+                    if resp.status_code >= 400:
+                        resp.read()
+                        if "stream_options" in body and "stream_options" in resp.text:
+                            body = {k: v for k, v in body.items() if k != "stream_options"}
+                            attempt -= 1  # not a failure of the server: ask again at once
+                            continue
+                        raise _refusal(resp, url)
+                    yield resp
+                    return
+            except httpx.TimeoutException as exc:
+                last, timed_out = exc, True
+            except httpx.TransportError as exc:
+                last, timed_out = exc, False
+        raise self._gave_up(url, last, timed_out) from last
 
     def _completion(self, ans: Any, p: Prompt, chat: bool, want_top: bool) -> Completion:
         try:
@@ -593,6 +697,29 @@ class _StatusError(Exception):
     def __init__(self, response):
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
+
+
+def _event(data: str, url: str) -> dict[str, Any]:
+    """One server-sent event's JSON; an ``{"error": …}`` event is the server's failure."""
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise LLMResponseError(f"{url} sent an event that is not JSON: {data[:200]!r}") from exc
+    if not isinstance(event, dict):
+        raise LLMResponseError(f"{url} sent an event that is not an object: {data[:200]!r}")
+    if "error" in event:
+        err = event["error"]
+        raise LLMServerError(f"{url} failed mid-stream: {err.get('message', err) if isinstance(err, dict) else err}")
+    return event
+
+
+def _refusal(resp, url: str) -> Exception:
+    """The typed error for a 4xx answer (a prompt over the context length has its own)."""
+    message = _error_message(resp)
+    if resp.status_code == 400 and any(w in resp.text.lower() for w in (
+            "context length", "context_length_exceeded", "maximum context", "too long", "max_model_len")):
+        return ContextLengthError(f"{url}: {message}")
+    return LLMServerError(f"{url} refused the request (HTTP {resp.status_code}): {message}")
 
 
 def _error_message(resp) -> str:

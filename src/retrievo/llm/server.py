@@ -18,11 +18,25 @@ Endpoints (the OpenAI shapes, plus the vLLM extensions the HTTP backend uses):
 
 Bad requests get a typed 4xx answer in OpenAI's error shape
 (``{"error": {"message", "type", "code"}}``): 422 for a body that does not validate,
-400 for what the model cannot do (n > 1, streaming, a prompt over the context length).
+400 for what the model cannot do (n > 1, a prompt over the context length, logprobs or
+echo together with streaming).
+
+``"stream": true`` answers with server-sent events in OpenAI's chunk shapes
+(``chat.completion.chunk`` with ``delta`` pieces, or ``text_completion`` pieces), a last
+chunk carrying ``finish_reason``, a usage chunk when ``stream_options.include_usage`` is
+set, then ``data: [DONE]``. Each piece is sent as soon as the model decodes it: one worker
+thread runs the whole generation (the model's lock is re-entrant per thread, so one thread
+must hold it throughout) and hands pieces to the response through a queue. Errors found
+before the first piece (a prompt over the context length) are still a 4xx answer; an error
+after it ends the stream with an ``{"error": …}`` event. A client that disconnects stops
+the generation at its next token.
 Requests are served one at a time by the model (its lock); the server itself is async.
 """
 
 
+import json
+import queue
+import threading
 import time
 import uuid
 from typing import Any, Literal
@@ -73,6 +87,7 @@ def create_app(llm: Any, model_name: str | None = None):
         seed: int | None = None
         n: int = Field(1, ge=1)
         stream: bool = False
+        stream_options: dict[str, Any] | None = None
 
     class ChatRequest(Common):
         messages: list[ChatMessage] = Field(min_length=1)
@@ -130,8 +145,6 @@ def create_app(llm: Any, model_name: str | None = None):
                              "model_not_found")
         if req.n != 1:
             raise BadRequest("only n=1 is supported")
-        if req.stream:
-            raise BadRequest("streaming is not supported")
 
     def stops(req: Common) -> tuple[str, ...]:
         if req.stop is None:
@@ -160,6 +173,77 @@ def create_app(llm: Any, model_name: str | None = None):
         except LLMError as exc:
             raise BadRequest(str(exc), 500, "server_error") from exc
 
+    def errors_as_events(exc: BaseException) -> dict[str, Any]:
+        kind = "context_length_exceeded" if isinstance(exc, ContextLengthError) else "server_error"
+        return {"error": {"message": str(exc), "type": kind, "code": 500}}
+
+    async def streamed(prompt: Prompt, params: GenerationParams, req: Common, chat: bool):
+        """A ``StreamingResponse`` of server-sent events for one generation (module docstring)."""
+        from fastapi.concurrency import run_in_threadpool
+        from fastapi.responses import StreamingResponse
+
+        pieces: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+
+        def pump() -> None:
+            holder: list = []
+            try:
+                gen = llm._stream(prompt, params, holder)
+                try:
+                    for piece in gen:
+                        if cancelled.is_set():
+                            return
+                        pieces.put(("piece", piece))
+                finally:
+                    gen.close()  # releases the model's lock in this same thread
+                pieces.put(("done", holder[0]))
+            except BaseException as exc:  # handed to the response: a 4xx before any piece, an event after
+                pieces.put(("error", exc))
+
+        threading.Thread(target=pump, name="serve-llm-stream", daemon=True).start()
+        first = await run_in_threadpool(pieces.get)
+        if first[0] == "error":
+            run(_raise, first[1])  # the same 4xx mapping as a non-streamed request
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(choices: list, **extra: Any) -> str:
+            body = {"id": ident, "object": obj, "created": created, "model": name, "choices": choices, **extra}
+            return f"data: {json.dumps(body)}\n\n"
+
+        def piece_choice(text: str, finish: str | None = None) -> dict[str, Any]:
+            if chat:
+                return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+                        "finish_reason": finish}
+            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+        def events():
+            item = first
+            try:
+                if chat:
+                    yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                  "finish_reason": None}])
+                while True:
+                    if item[0] == "piece":
+                        yield chunk([piece_choice(item[1])])
+                    elif item[0] == "done":
+                        done = item[1]
+                        yield chunk([piece_choice("", done.finish_reason)])
+                        if (req.stream_options or {}).get("include_usage"):
+                            yield chunk([], usage=usage(done.prompt_tokens, done.completion_tokens))
+                        yield "data: [DONE]\n\n"
+                        return
+                    else:
+                        yield f"data: {json.dumps(errors_as_events(item[1]))}\n\n"
+                        return
+                    item = pieces.get()
+            finally:
+                cancelled.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
     def entry(info) -> dict[str, Any]:
         return {"token": info.text, "logprob": info.logprob, "bytes": list(info.text.encode("utf-8"))}
 
@@ -184,6 +268,10 @@ def create_app(llm: Any, model_name: str | None = None):
         params = GenerationParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                                   stop=stops(req), seed=req.seed)
         k = (req.top_logprobs or 0) if req.logprobs else 0
+        if req.stream:
+            if req.logprobs or req.prompt_logprobs is not None:
+                raise BadRequest("logprobs are not streamed: ask for them without stream")
+            return await streamed(prompt, params, req, chat=True)
 
         def work():
             (completion, infos), = llm.generate_detailed([prompt], params, k)
@@ -243,6 +331,12 @@ def create_app(llm: Any, model_name: str | None = None):
             text = req.prompt
         k = req.logprobs or 0
         want_lp = req.logprobs is not None
+        if req.stream:
+            if want_lp or req.echo or req.max_tokens == 0:
+                raise BadRequest("logprobs, echo and max_tokens=0 are not streamed: ask for them without stream")
+            params = GenerationParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
+                                      stop=stops(req), seed=req.seed)
+            return await streamed(Prompt.raw(text), params, req, chat=False)
 
         def work():
             echo_infos, offsets = [], []
@@ -309,6 +403,10 @@ def create_app(llm: Any, model_name: str | None = None):
         return {"prompt": llm.tokenizer.decode(req.tokens)}
 
     return app
+
+
+def _raise(exc: BaseException):
+    raise exc
 
 
 def serve_in_thread(llm: Any, host: str = "127.0.0.1", port: int = 0, model_name: "str | None" = None,

@@ -93,10 +93,10 @@ def with_retriever(cls: Any, ctx: Mapping[str, Any], index: Any, retriever: Any,
     return cls(index=index, retriever=retriever, **options)
 
 
-def check_count(value: Any, method: str, option: str) -> None:
-    """``option`` of ``method`` must be a whole number >= 1 (booleans are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{method}: {option} must be a whole number >= 1, got {value!r}")
+def check_count(value: Any, method: str, option: str, minimum: int = 1) -> None:
+    """``option`` of ``method`` must be a whole number >= ``minimum`` (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{method}: {option} must be a whole number >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,17 @@ either for one more follow-up question (``Follow up: …``) or for the final ans
 as ``read`` does). When the model stops asking, or after ``max_hops`` follow-ups, a
 composition prompt answers the question from the intermediate answers.
 
+The first ``min_hops`` hops (default 1) are *forced*: the model's reply is primed with
+the template's ``follow_prefix`` (``Follow up:``), so it can only write a follow-up
+question. Self-ask's few-shot prompts always decompose at least once; retrievo's
+template has no worked example (small models copy examples verbatim), and without the
+primer SmolLM2-135M answered every hand-written two-hop question directly and never
+decomposed at all. ``min_hops=0`` leaves every hop to the model.
+
 A reply that is neither form is read as a follow-up question when it is a question not
 yet asked (small models often drop the label), else as the end of decomposition; a
-repeated follow-up question also ends it. The final answer cites the passages the
+repeated follow-up question (or one that repeats the question itself, as
+Qwen2.5-Coder-0.5B often does) also ends it, and so does an empty forced reply. The final answer cites the passages the
 intermediate answers cited — all among the passages retrieved for this question, which
 form the answer's ``contexts`` (hop by hop, first retrieval first, each id once).
 
@@ -24,6 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from retrievo.errors import ConfigError
 from retrievo.pipeline import charge
 from retrievo.rag.base import (LLMReader, Reading, answers_from, check_count, check_retriever, clean_answer,
                                question_text, ranked, run_sub, with_retriever)
@@ -52,12 +61,27 @@ def parse_step(reply: str) -> tuple[str, str]:
     return "none", ""
 
 
+def forced_step(reply: str) -> tuple[str, str]:
+    """The follow-up question a primed reply (it starts after ``Follow up:``) holds: its
+    first non-empty line, a repeated label removed; ``("none", "")`` when empty."""
+    for line in reply.splitlines():
+        line = line.strip()
+        if line:
+            m = _FOLLOW.search(line)
+            text = (m.group(1) if m else line).strip()
+            final = _FINAL.search(text)  # "<question>? So the final answer is: …" keeps the question
+            text = text[:final.start()].strip() if final else text
+            return ("follow", text) if text else ("none", "")
+    return "none", ""
+
+
 @dataclass
 class SelfAsk(LLMReader):
-    """``self_ask(retriever=bm25 % 3, max_hops=2, k=3)``."""
+    """``self_ask(retriever=bm25 % 3, max_hops=2, min_hops=1, k=3)``."""
 
     retriever: Any = None
     max_hops: int = 2
+    min_hops: int = 1
     name = "self_ask"
     takes = (Queries,)
 
@@ -65,6 +89,9 @@ class SelfAsk(LLMReader):
         super().__post_init__()
         check_retriever(self.retriever, "self_ask", "self_ask(bm25 % 3)")
         check_count(self.max_hops, "self_ask", "max_hops")
+        check_count(self.min_hops, "self_ask", "min_hops", minimum=0)
+        if int(self.min_hops) > int(self.max_hops):
+            raise ConfigError(f"self_ask: min_hops ({self.min_hops}) cannot exceed max_hops ({self.max_hops})")
         from retrievo.llm.prompts import load_template
 
         self._state["ask"] = load_template("self_ask", required={"question", "steps"})
@@ -82,11 +109,14 @@ class SelfAsk(LLMReader):
         steps: list[tuple[str, str]] = []
         cited: list[str] = []
         seen: dict[str, float] = {}
-        for _hop in range(int(self.max_hops)):
-            reply = self.ask(self._state["ask"].render(question=question, steps=self._steps(self._state["ask"], steps)),
+        ask = self._state["ask"]
+        forced = ask.with_prefix(ask.defaults.get("follow_prefix", "Follow up:"))
+        for hop in range(int(self.max_hops)):
+            template = forced if hop < int(self.min_hops) else ask
+            reply = self.ask(template.render(question=question, steps=self._steps(ask, steps)),
                              max_tokens=max(16, int(self.max_tokens)))
-            kind, text = parse_step(reply or "")
-            if kind != "follow" or text.lower() in {q.lower() for q, _ in steps}:
+            kind, text = forced_step(reply or "") if template is forced else parse_step(reply or "")
+            if kind != "follow" or text.lower() in {q.lower() for q, _ in steps} | {question.lower()}:
                 break
             charge(hops=1)
             got = run_sub(self.retriever, Queries([qid], [text]))
@@ -115,4 +145,4 @@ class SelfAsk(LLMReader):
         return answers_from(inp, readings, Rankings.from_lists(inp, lists), inp.costs)
 
 
-__all__ = ["SelfAsk", "parse_step"]
+__all__ = ["SelfAsk", "forced_step", "parse_step"]
