@@ -14,10 +14,11 @@ with their tf=0 value, which shifts rankings; we keep the papers' definition).
 
 Scores depend on collection statistics, so per-posting impacts are computed from the
 index's raw term frequencies when the retriever is created (vectorised numpy, O(postings),
-per segment in bounded steps) and summed by the numba kernel in
-:mod:`retrievo.retrieve.topk`, or, for small k, by the exact dynamic-pruning kernel in
-:mod:`retrievo.retrieve.prune` (``pruning="auto"``, see :meth:`BM25.uses_pruning`;
-``"on"``/``"off"`` force either): both return the same rankings, bit for bit.
+per segment in bounded steps) and summed range of documents by range by the numba kernel
+of :mod:`retrievo.retrieve.prune`, which skips the ranges whose block-max bound cannot
+reach the top k (``pruning="auto"``/``"on"``; ``"off"`` scores every range): both return
+the same rankings, bit for bit. A selective filter searches its own compacted postings
+with the plain kernel of :mod:`retrievo.retrieve.topk`.
 
 ``filter="year >= 2015 and source in ('pubmed', 'pmc')"`` restricts the search to the
 documents whose metadata match (see :mod:`retrievo.index.filters`): the compiled bitmap
@@ -51,22 +52,19 @@ from retrievo.index.inverted import InvertedIndex
 from retrievo.pipeline import Retriever, spec_call
 from retrievo.registry import BM25_METHODS
 from retrievo.resources import is_memory_name, resource_name
-from retrievo.retrieve.prune import list_bounds, prunable, search_pruned
+from retrievo.retrieve import prune
+from retrievo.retrieve.prune import RangeTable, RangeWorkspace, prunable, range_table, search_ranges
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
 METHODS = BM25_METHODS  # the registry's option schema and the retriever share one list
 DEFAULT_K = 1000
 PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
-# "auto" prunes a query when the collection has AUTO_PRUNE_MIN_DOCS documents or more and
-# its k and number of matched terms fall under one of these (k, terms) limits. Measured
-# per query (CPU time, best of 3) on the 1M-document synthetic corpus of bench/bm25_scale.py
-# (BENCHMARKS.md, "BM25 at scale"): at k=10 the pruned kernel is 1.3x faster than the
-# exhaustive one on queries of 3-5 terms, 0.84x on 6-9 and 0.4-0.5x on longer ones (a
-# long query keeps a low threshold against the sum of its term bounds, so little is
-# skipped, and the exhaustive kernel's one tight pass wins)
-AUTO_PRUNE_MIN_DOCS = 50_000
-AUTO_PRUNE_LIMITS = ((20, 5),)
+# "auto" prunes every query whose weights are >= 0 (over non-negative impacts): the only
+# cost of pruning is one pass over the query terms' per-range bounds (a few hundred runs
+# per term at 1M documents), which measured within noise of the unpruned kernel at k=10
+# and k=1000 on the 1M-document synthetic corpus of bench/bm25_scale.py (BENCHMARKS.md,
+# "BM25 at scale"), where little can be skipped; where ranges can be skipped it only wins.
 # A filter that keeps at most this fraction of the documents is searched over postings
 # compacted to its documents (built once per filter and index version, kept for the
 # FILTER_CACHE most recent filters): a 1% filter then reads ~1% of each query term's
@@ -217,17 +215,6 @@ def segment_impacts(index: InvertedIndex, params: BM25Params,
     return results
 
 
-def _subset_queries(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
-                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The flat (offsets, terms, weights) of the queries ``rows`` of a batch."""
-    lengths = (q_ptr[1:] - q_ptr[:-1])[rows]
-    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    take = np.concatenate([np.arange(q_ptr[r], q_ptr[r + 1]) for r in rows]) if len(rows) else np.empty(0, np.int64)
-    take = take.astype(np.int64)
-    return ptr, q_terms[take], q_weights[take]
-
-
 def default_threads() -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 64))
 
@@ -310,13 +297,13 @@ class BM25(Retriever):
                     views.append(imps[base_post:end])
                     base_post = end
                 segment_impacts(index, self.params, out=views)
-            self._state.pop("bounds", None)  # bounds of the previous generation's impacts
+            self._state.pop("table", None)  # block-max table of the previous generation's impacts
             self._state.pop("compacted", None)  # and postings compacted to its filters
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
                                ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab,
-                               bases=index.bases if len(index.segments) > 1 else np.zeros(2, np.int64))
+                               bases=np.asarray(index.bases, dtype=np.int64))
         return self._state
 
     def _compacted(self, st: dict[str, Any], allowed: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -340,40 +327,36 @@ class BM25(Retriever):
                           "imps": np.ascontiguousarray(st["imps"][keep])}
         return cache[key]
 
-    def _bounds(self, st: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-list and per-block impact bounds for the pruned kernel, made on first use."""
-        if "bounds" not in st:
-            st["bounds"] = list_bounds(st["indptr"], st["docs"], st["imps"])
+    def _table(self, st: dict[str, Any]) -> RangeTable:
+        """Block-max bounds per document range (:func:`~retrievo.retrieve.prune.range_table`),
+        made on first use."""
+        if "table" not in st:
+            st["table"] = range_table(st["indptr"], st["docs"], st["imps"], st["bases"], prune.RANGE_DOCS)
             st["prunable_imps"] = prunable(np.empty(0, np.float32), st["imps"])
-        return st["bounds"]
+        return st["table"]
 
-    def uses_pruning(self, k: int | None = None, n_terms: int | None = None) -> bool:
-        """Whether a query of ``n_terms`` matched terms asking for ``k`` results (default:
-        this stage's k) takes the pruned path: always with ``pruning="on"``, never with
-        ``"off"``; ``"auto"`` follows :data:`AUTO_PRUNE_LIMITS` on collections of at least
-        :data:`AUTO_PRUNE_MIN_DOCS` documents (``n_terms=None`` asks whether any query could).
-        Both paths return the same rankings."""
+    def uses_pruning(self, k: int | None = None) -> bool:
+        """Whether queries asking for ``k`` results (default: this stage's k) may skip
+        document ranges: always with ``pruning="on"``, never with ``"off"``, for any k > 0
+        with ``"auto"`` (see :data:`PRUNING`'s note above). A query with a negative weight
+        (or an index with negative impacts) is never pruned. Both paths return the same
+        rankings."""
         k = self.k if k is None else k
         if self.pruning != "auto":
             return self.pruning == "on"
-        if k <= 0 or self._state.get("n_docs", self.index.total_docs) < AUTO_PRUNE_MIN_DOCS:
-            return False
-        return any(k <= max_k and (n_terms is None or n_terms <= max_terms)
-                   for max_k, max_terms in AUTO_PRUNE_LIMITS)
+        return k > 0
 
     def _pruned_queries(self, q_ptr: np.ndarray, q_weights: np.ndarray, k: int, st: dict[str, Any]) -> np.ndarray:
-        """Which queries of a batch take the pruned kernel (see :meth:`uses_pruning`)."""
+        """Which queries of a batch may skip ranges (see :meth:`uses_pruning`): bounds only
+        bound when no contribution is negative."""
         n_q = len(q_ptr) - 1
         if not self.uses_pruning(k):
             return np.zeros(n_q, dtype=bool)
-        self._bounds(st)
+        self._table(st)
         if not st["prunable_imps"]:
             return np.zeros(n_q, dtype=bool)
-        lengths = np.diff(q_ptr)
-        out = np.array([self.uses_pruning(k, int(n)) for n in lengths], dtype=bool)
         negatives = np.concatenate([[0], np.cumsum(q_weights < 0)])
-        out[negatives[q_ptr[1:]] > negatives[q_ptr[:-1]]] = False  # partial scores must only grow
-        return out
+        return negatives[q_ptr[1:]] == negatives[q_ptr[:-1]]
 
     def query_terms(self, text: str) -> Counter[str]:
         """Analysed query terms with their counts (Anserini's bag-of-words boosts)."""
@@ -421,30 +404,14 @@ class BM25(Retriever):
             st = {**st, **compact}
             live = None
             pruned = np.zeros(len(queries), dtype=bool)
-        kernels = ((search_postings, ~pruned), (search_pruned, pruned)) if pruned.any() else ((search_postings, None),)
-        out_docs = np.empty((len(queries), k), dtype=np.int32)
-        out_scores = np.empty((len(queries), k), dtype=np.float32)
-        counts = np.zeros(len(queries), dtype=np.int64)
-        for kernel, which in kernels:
-            sub_ptr, sub_terms, sub_weights, rows = q_ptr, q_terms, q_weights, None
-            if which is not None:
-                rows = np.flatnonzero(which)
-                if not len(rows):
-                    continue
-                sub_ptr, sub_terms, sub_weights = _subset_queries(q_ptr, q_terms, q_weights, rows)
-            n_threads = max(1, min(threads, len(sub_ptr) - 1))
-            if kernel is search_pruned:
-                res = search_pruned(sub_ptr, sub_terms, sub_weights, st["indptr"], st["bases"], st["docs"],
-                                    st["imps"], self._bounds(st), live, st["id_rank"], st["by_rank"], k,
-                                    self._workspace(threads), n_threads)
-            else:
-                res = search_postings(sub_ptr, sub_terms, sub_weights, st["indptr"], st["docs"], st["imps"],
-                                      live, st["id_rank"], st["by_rank"], k, self._workspace(threads),
-                                      n_threads)
-            if rows is None:
-                out_docs, out_scores, counts = res
-            else:
-                out_docs[rows], out_scores[rows], counts[rows] = res
+        if compact is not None:
+            out_docs, out_scores, counts = search_postings(
+                q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], live, st["id_rank"], st["by_rank"],
+                k, self._workspace(threads), threads)
+        else:
+            out_docs, out_scores, counts = search_ranges(
+                q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], self._table(st), live,
+                st["id_rank"], st["by_rank"], k, pruned, self._range_workspace(st, k, threads), threads)
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]
@@ -504,6 +471,15 @@ class BM25(Retriever):
         n_docs = self._state["n_docs"]
         if work is None or work.n_docs != n_docs or work.threads < threads:
             work = local.work = Workspace(n_docs, threads)
+        return work
+
+    def _range_workspace(self, st: dict[str, Any], k: int, threads: int) -> RangeWorkspace:
+        # one per calling Python thread, like the exhaustive kernel's workspace
+        local = self._state.setdefault("local", threading.local())
+        work = getattr(local, "ranges", None)
+        table = self._table(st)
+        if work is None or not work.fits(table.n_ranges, table.range_docs, k, threads):
+            work = local.ranges = RangeWorkspace(table.n_ranges, table.range_docs, k, threads)
         return work
 
     def with_cutoff(self, k: int) -> "BM25":
