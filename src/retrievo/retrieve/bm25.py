@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
+from retrievo.index import scorecache
 from retrievo.index.inverted import InvertedIndex
 from retrievo.pipeline import Retriever, spec_call
 from retrievo.registry import BM25_METHODS
@@ -71,6 +72,11 @@ PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
 # postings instead of all of them. Above it, the kernels read every posting and skip the
 # excluded documents at selection, which costs what an unfiltered search costs.
 FILTER_COMPACT_FRACTION = 0.125
+# An on-disk index with at least this many postings caches its impacts and block-max table
+# per generation and parameter set in its folder (retrievo.index.scorecache), so the next
+# open maps them instead of recomputing them; smaller ones compute them in milliseconds.
+PERSIST_MIN_POSTINGS = 1 << 20
+_TABLE_FIELDS = ("range_lo", "ent_ptr", "ent_range", "ent_start", "ent_max")
 FILTER_CACHE = 8
 
 
@@ -272,39 +278,76 @@ class BM25(Retriever):
         if self._state.get("key") != key:
             index = self.index
             v = index.vocab_size
-            if len(index.segments) == 1 and index.segments[0].vocab_size == v:
-                seg = index.segments[0]
-                indptr = np.asarray(seg.indptr)[None, :]
-                docs = np.asarray(seg.docs)
-                imps = segment_impacts(index, self.params)[0]
+            single = len(index.segments) == 1 and index.segments[0].vocab_size == v
+            bases = np.asarray(index.bases, dtype=np.int64)
+            if single:
+                indptr = np.asarray(index.segments[0].indptr, dtype=np.int64)[None, :]
             else:
-                # one buffer each for documents and impacts, filled segment by segment
-                # (no per-segment copies concatenated afterwards)
-                total = sum(seg.n_postings for seg in index.segments)
                 indptr = np.zeros((max(len(index.segments), 1), v + 1), dtype=np.int64)
-                docs = np.empty(total, dtype=np.int32)
-                imps = np.empty(total, dtype=np.float32)
-                views, base_post = [], 0
-                for s, (seg, base) in enumerate(zip(index.segments, index.bases[:-1])):
+                base_post = 0
+                for s, seg in enumerate(index.segments):
                     ip = np.asarray(seg.indptr)
                     indptr[s, : len(ip)] = ip + base_post
                     indptr[s, len(ip):] = ip[-1] + base_post
-                    end = base_post + seg.n_postings
-                    for lo in range(0, seg.n_postings, IMPACT_CHUNK):
-                        hi = min(lo + IMPACT_CHUNK, seg.n_postings)
-                        np.add(seg.docs[lo:hi], np.int32(base), out=docs[base_post + lo:base_post + hi],
-                               dtype=np.int32, casting="unsafe")
-                    views.append(imps[base_post:end])
-                    base_post = end
-                segment_impacts(index, self.params, out=views)
-            self._state.pop("table", None)  # block-max table of the previous generation's impacts
-            self._state.pop("compacted", None)  # and postings compacted to its filters
+                    base_post += seg.n_postings
+            cached = self._load_cached(index)
+            if cached is not None:
+                imps, table = cached["imps"], RangeTable(*(cached[f] for f in _TABLE_FIELDS), prune.RANGE_DOCS)
+                docs = np.asarray(index.segments[0].docs) if single else cached["docs"]
+                prunable_imps = bool(cached["extra"].get("prunable"))
+            else:
+                docs, imps = self._impacts(index, single)
+                table = range_table(indptr, docs, imps, bases, prune.RANGE_DOCS)
+                prunable_imps = prunable(np.empty(0, np.float32), imps)
+                self._store_cached(index, single, docs, imps, table, prunable_imps)
+            self._state.pop("compacted", None)  # postings compacted to the previous generation's filters
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
-                               docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
+                               docs=docs, imps=imps, table=table, prunable_imps=prunable_imps,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
-                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab,
-                               bases=np.asarray(index.bases, dtype=np.int64))
+                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab, bases=bases)
         return self._state
+
+    def _impacts(self, index: InvertedIndex, single: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Global document numbers and impacts of every posting, segment after segment."""
+        if single:
+            return np.asarray(index.segments[0].docs), segment_impacts(index, self.params)[0]
+        # one buffer each for documents and impacts, filled segment by segment (no
+        # per-segment copies concatenated afterwards)
+        total = sum(seg.n_postings for seg in index.segments)
+        docs = np.empty(total, dtype=np.int32)
+        imps = np.empty(total, dtype=np.float32)
+        views, base_post = [], 0
+        for seg, base in zip(index.segments, index.bases[:-1]):
+            for lo in range(0, seg.n_postings, IMPACT_CHUNK):
+                hi = min(lo + IMPACT_CHUNK, seg.n_postings)
+                np.add(seg.docs[lo:hi], np.int32(base), out=docs[base_post + lo:base_post + hi],
+                       dtype=np.int32, casting="unsafe")
+            views.append(imps[base_post:base_post + seg.n_postings])
+            base_post += seg.n_postings
+        segment_impacts(index, self.params, out=views)
+        return docs, imps
+
+    def _cache_params(self) -> dict[str, Any]:
+        p = self.params
+        return {"k1": p.k1, "b": p.b, "method": p.method, "delta": p.effective_delta, "range_docs": prune.RANGE_DOCS}
+
+    def _cache_wanted(self, index: InvertedIndex) -> bool:
+        return index.path is not None and sum(seg.n_postings for seg in index.segments) >= PERSIST_MIN_POSTINGS
+
+    def _load_cached(self, index: InvertedIndex) -> dict[str, Any] | None:
+        if not self._cache_wanted(index):
+            return None
+        return scorecache.load(index.path, "bm25", index.identity, self._cache_params())
+
+    def _store_cached(self, index: InvertedIndex, single: bool, docs: np.ndarray, imps: np.ndarray,
+                      table: RangeTable, prunable_imps: bool) -> None:
+        if not self._cache_wanted(index):
+            return
+        arrays = {"imps": imps, **{f: getattr(table, f) for f in _TABLE_FIELDS}}
+        if not single:
+            arrays["docs"] = docs  # the global document numbers, so a reopen builds no buffer
+        scorecache.store(index.path, "bm25", index.identity, self._cache_params(), arrays,
+                         {"prunable": prunable_imps})
 
     def _compacted(self, st: dict[str, Any], allowed: np.ndarray) -> dict[str, np.ndarray] | None:
         """Postings restricted to the filter's live documents (same impacts, same global
@@ -327,14 +370,6 @@ class BM25(Retriever):
                           "imps": np.ascontiguousarray(st["imps"][keep])}
         return cache[key]
 
-    def _table(self, st: dict[str, Any]) -> RangeTable:
-        """Block-max bounds per document range (:func:`~retrievo.retrieve.prune.range_table`),
-        made on first use."""
-        if "table" not in st:
-            st["table"] = range_table(st["indptr"], st["docs"], st["imps"], st["bases"], prune.RANGE_DOCS)
-            st["prunable_imps"] = prunable(np.empty(0, np.float32), st["imps"])
-        return st["table"]
-
     def uses_pruning(self, k: int | None = None) -> bool:
         """Whether queries asking for ``k`` results (default: this stage's k) may skip
         document ranges: always with ``pruning="on"``, never with ``"off"``, for any k > 0
@@ -352,7 +387,6 @@ class BM25(Retriever):
         n_q = len(q_ptr) - 1
         if not self.uses_pruning(k):
             return np.zeros(n_q, dtype=bool)
-        self._table(st)
         if not st["prunable_imps"]:
             return np.zeros(n_q, dtype=bool)
         negatives = np.concatenate([[0], np.cumsum(q_weights < 0)])
@@ -410,7 +444,7 @@ class BM25(Retriever):
                 k, self._workspace(threads), threads)
         else:
             out_docs, out_scores, counts = search_ranges(
-                q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], self._table(st), live,
+                q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["table"], live,
                 st["id_rank"], st["by_rank"], k, pruned, self._range_workspace(st, k, threads), threads)
         if len(queries) == 1:
             n = int(counts[0])
@@ -477,7 +511,7 @@ class BM25(Retriever):
         # one per calling Python thread, like the exhaustive kernel's workspace
         local = self._state.setdefault("local", threading.local())
         work = getattr(local, "ranges", None)
-        table = self._table(st)
+        table = st["table"]
         if work is None or not work.fits(table.n_ranges, table.range_docs, k, threads):
             work = local.ranges = RangeWorkspace(table.n_ranges, table.range_docs, k, threads)
         return work
