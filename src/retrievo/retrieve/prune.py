@@ -157,11 +157,16 @@ def _below(bound, kth):
 
 @njit(cache=True, nogil=True)
 def _query(qt, qw, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start, ent_max, live, use_live, id_rank,
-           by_rank, k, prune, ub, cnt, rlist, acc, mark, touched, keys, tmp, hist, out_docs, out_scores):
+           by_rank, k, prune, positive_imps, ub, cnt, rlist, acc, mark, touched, keys, tmp, hist, out_docs,
+           out_scores):
     m = qt.shape[0]
     n_seg = indptr.shape[0]
     if k == 0 or m == 0:
         return 0
+    positive = positive_imps
+    for j in range(m):
+        if not qw[j] > 0:
+            positive = False
     # 1. bounds per range, and the query's runs grouped by range in query-term order
     n_r = 0
     n_e = 0
@@ -237,14 +242,26 @@ def _query(qt, qw, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start, 
             n_touched += 1
             mark[d] = 1
             acc[d] += w * imps[p]
-        for x in range(x0 + 1, group[i + 1]):
-            w = g_w[x]
-            for p in range(g_a[x], g_b[x]):
-                d = docs[p] - lo
-                touched[n_touched] = d  # branch-free append at a document's first posting
-                n_touched += 1 - mark[d]
-                mark[d] = 1
-                acc[d] += w * imps[p]
+        if positive:
+            # every contribution is > 0: a document is new while its sum is still 0, which
+            # the add reads anyway (no mark to load and store)
+            for x in range(x0 + 1, group[i + 1]):
+                w = g_w[x]
+                for p in range(g_a[x], g_b[x]):
+                    d = docs[p] - lo
+                    v = acc[d]
+                    touched[n_touched] = d
+                    n_touched += v == 0.0
+                    acc[d] = v + w * imps[p]
+        else:
+            for x in range(x0 + 1, group[i + 1]):
+                w = g_w[x]
+                for p in range(g_a[x], g_b[x]):
+                    d = docs[p] - lo
+                    touched[n_touched] = d  # branch-free append at a document's first posting
+                    n_touched += 1 - mark[d]
+                    mark[d] = 1
+                    acc[d] += w * imps[p]
         for y in range(n_touched):
             d = touched[y]
             v = acc[d]
@@ -276,20 +293,20 @@ def _query(qt, qw, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start, 
 
 @njit(cache=True, nogil=True)
 def _run_chunk(lo, hi, q_ptr, q_terms, q_weights, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start,
-               ent_max, live, use_live, id_rank, by_rank, k, prune, ub, cnt, rlist, acc, mark, touched, keys, tmp,
-               hist, out_docs, out_scores, counts):
+               ent_max, live, use_live, id_rank, by_rank, k, prune, positive, ub, cnt, rlist, acc, mark, touched, keys,
+               tmp, hist, out_docs, out_scores, counts):
     for q in range(lo, hi):
         a = q_ptr[q]
         b = q_ptr[q + 1]
         counts[q] = _query(q_terms[a:b], q_weights[a:b], indptr, docs, imps, range_lo, ent_ptr, ent_range,
-                           ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune[q], ub, cnt, rlist, acc,
-                           mark, touched, keys, tmp, hist, out_docs[q], out_scores[q])
+                           ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune[q], positive, ub, cnt, rlist,
+                           acc, mark, touched, keys, tmp, hist, out_docs[q], out_scores[q])
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def _run_parallel(n_chunks, q_ptr, q_terms, q_weights, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start,
-                  ent_max, live, use_live, id_rank, by_rank, k, prune, ub, cnt, rlist, acc, mark, touched, keys, tmp,
-                  hist, out_docs, out_scores, counts):
+                  ent_max, live, use_live, id_rank, by_rank, k, prune, positive, ub, cnt, rlist, acc, mark, touched,
+                  keys, tmp, hist, out_docs, out_scores, counts):
     n_q = q_ptr.shape[0] - 1
     step = (n_q + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
@@ -297,8 +314,8 @@ def _run_parallel(n_chunks, q_ptr, q_terms, q_weights, indptr, docs, imps, range
         hi = min(n_q, lo + step)
         if lo < hi:
             _run_chunk(lo, hi, q_ptr, q_terms, q_weights, indptr, docs, imps, range_lo, ent_ptr, ent_range,
-                       ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune, ub[c], cnt[c], rlist[c],
-                       acc[c], mark[c], touched[c], keys[c], tmp[c], hist[c], out_docs, out_scores, counts)
+                       ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune, positive, ub[c], cnt[c],
+                       rlist[c], acc[c], mark[c], touched[c], keys[c], tmp[c], hist[c], out_docs, out_scores, counts)
 
 
 class RangeWorkspace:
@@ -326,11 +343,13 @@ class RangeWorkspace:
 def search_ranges(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray, indptr: np.ndarray,
                   docs: np.ndarray, imps: np.ndarray, table: RangeTable, live: np.ndarray | None,
                   id_rank: np.ndarray, by_rank: np.ndarray, k: int, prune: np.ndarray, work: RangeWorkspace,
-                  threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  threads: int = 1, positive: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` documents per query, exactly as :func:`retrievo.retrieve.topk.search_postings`
     returns them (same arguments, plus the :func:`range_table` of the same postings and
     ``prune``, one bool per query: skip ranges that cannot reach the top k). Pruned
-    queries need non-negative weights and impacts (see :func:`prunable`)."""
+    queries need non-negative weights and impacts (see :func:`prunable`). ``positive``:
+    every impact is > 0 (then a query whose weights are all > 0 detects a document's first
+    posting by its sum being 0, a cheaper test)."""
     n_q = len(q_ptr) - 1
     out_docs = np.empty((n_q, k), dtype=np.int32)
     out_scores = np.empty((n_q, k), dtype=np.float32)
@@ -339,7 +358,7 @@ def search_ranges(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
     live_arr = live if use_live else np.ones(1, dtype=np.bool_)
     args = (q_ptr, q_terms, q_weights, indptr, docs, imps, table.range_lo, table.ent_ptr, table.ent_range,
             table.ent_start, table.ent_max, live_arr, use_live, id_rank, by_rank, k,
-            np.ascontiguousarray(prune, dtype=np.bool_))
+            np.ascontiguousarray(prune, dtype=np.bool_), bool(positive))
     threads = min(threads, work.threads, n_q)
     if threads <= 1:
         _run_chunk(0, n_q, *args, work.ub[0], work.cnt[0], work.rlist[0], work.acc[0], work.mark[0],
