@@ -1,40 +1,53 @@
-"""Top-k over document ranges with block-max bounds: exact dynamic pruning (numba).
+"""BM25 top-k over document ranges, with block-max bounds for exact pruning (numba).
 
-Hand-written because it is the hot loop of lexical retrieval at scale. The documents are
-cut into ranges of :data:`RANGE_DOCS` consecutive numbers (never across a segment), and
-each posting list into the runs that fall in each range; :func:`range_table` records, per
-list and range, where the run starts and the largest impact in it — the block-max idea of
-Ding & Suel (2011), with blocks aligned on document numbers instead of posting counts, so
-that every list's blocks line up (as in Mackenzie et al.'s range-based "anytime" ranking,
-2021). A query then:
+Hand-written because it is the hot loop of lexical retrieval at scale, and because the
+two things that make it fast are about memory, which numpy cannot express: a query adds
+hundreds of thousands of impacts into per-document sums at random places, and then has to
+find the documents it touched. Done over the whole collection (:mod:`retrievo.retrieve.topk`)
+almost every add misses the cache. Here the documents are cut into ranges of
+:data:`RANGE_DOCS` consecutive numbers (never across a segment) and each posting list
+into its runs per range, recorded by :func:`range_table` (where the run starts, the
+largest impact in it); a query
 
-1. adds up, per range, ``weight x block max`` of its terms: an upper bound of the score of
-   every document of the range (``ub``), and groups the query's runs by range, in
+1. adds up, per range, ``weight x largest impact`` of its runs: an upper bound of the
+   score of every document in the range (the block-max idea of Ding & Suel, 2011, with
+   blocks aligned on document numbers, so every list's blocks line up, as in Mackenzie
+   et al.'s range-based "anytime" ranking, 2021), and groups its runs by range, in
    query-term order;
-2. scores ranges one at a time, term at a time, into an accumulator of one range's size
-   (it stays in the L1/L2 cache, where a collection-sized one misses it on almost every
-   posting — the reason this kernel beats a plain dense accumulator even without pruning);
-3. keeps the k best ``(score, id rank)`` keys in a heap;
-4. with pruning, takes the ranges by descending bound and stops at the first whose bound
-   cannot reach the current k-th score: no document of that range, nor of any later one,
-   can enter the top k. Without pruning every range is scored, in document order.
+2. scores one range at a time, term at a time, into an accumulator of one range's size
+   that stays in the L1/L2 cache. A document's first posting is found without a branch:
+   when every weight and impact is > 0 a sum that is still 0 means "new" (the add reads
+   it anyway), otherwise a byte mark per document is kept;
+3. keeps the keys of the documents whose score reaches the best k-th score seen so far in
+   a buffer, cut back to the k best when it fills (no per-document heap work);
+4. with pruning, scores the few ranges of largest bound first (a high k-th score early),
+   then the rest in document order, skipping every range whose bound cannot reach the
+   current k-th score. Without pruning every range is scored.
 
-Exactness (same ids, same scores, same tie-breaks as without pruning, and as
+Exactness (same ids, same scores, same tie-breaks with and without pruning, and as
 :mod:`retrievo.retrieve.topk`):
 
 * a document's score is its float32 products ``weight * impact`` added in query-term order
-  into a float64, then rounded to float32 — Lucene sums term scores in double precision —
+  into a float64, then rounded to float32 (Lucene sums term scores in double precision),
   whatever order the ranges are visited in, since a document lives in one range;
 * keys sort by float32 score descending, then by the precomputed rank of the document id;
 * a range is skipped only when its bound, inflated by a relative margin far above the
   float64 rounding of a sum taken in another order and rounded like a score, is
   *strictly* below the k-th score: each of its documents then scores strictly less than
   k others (an equal score could still win on the tie-break);
-* block maxima are float32 and ``float32(weight * max)`` is at least every product a
-  posting of the run gives (rounding is monotonic), so bounds only hold for non-negative
-  weights and impacts; other queries are never pruned (:func:`prunable`).
+* bounds are float32 and ``float32(weight * max)`` is at least every product a posting of
+  the run gives (rounding is monotonic), so they only bound for non-negative weights and
+  impacts; other queries are never pruned (:func:`prunable`).
 
-How much is skipped depends on the data (BENCHMARKS.md, "BM25 at scale").
+What pruning can skip depends on the data. On the synthetic corpus of
+``bench/bm25_scale.py`` (words drawn independently, so a top document matches two or
+three query terms and every range holds postings of the frequent query terms near their
+maxima) almost no range can be skipped: ranges of 64 documents would still leave three
+quarters of the postings to read at k=10 with the final threshold known in advance, and
+MaxScore inside each range (the runs of smallest bounds read only for candidates) was
+measured slower than scoring whole ranges, since nearly every document an essential run
+touches stays a candidate. Hence pruning stays cheap here (one pass over the query's
+per-range bounds) rather than clever (BENCHMARKS.md, "BM25 at scale").
 """
 
 from __future__ import annotations
