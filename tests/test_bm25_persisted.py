@@ -6,7 +6,11 @@ any step leaves no entry or a complete one; ``retrievo check`` reports a damaged
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +127,25 @@ def test_damage_is_reported_by_check_and_never_read_when_sizes_differ(tmp_path):
     same(BM25(InvertedIndex.open(path), k=15)(QUERIES), expected)
     meta = json.loads((imps.parent / "meta.json").read_text())
     assert meta["identity"] == InvertedIndex.open(path).identity
+
+
+@pytest.mark.parametrize("step", ["scorecache.after_array:1", "scorecache.after_array:3", "atomic_dir.before_rename"])
+def test_sigkill_while_writing_leaves_no_entry_and_search_unchanged(tmp_path, step):
+    path = tmp_path / "idx"
+    index = InvertedIndex.build(make_docs(300), path, segment_docs=100, merge=False, workers=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bm25_module, "PERSIST_MIN_POSTINGS", 1 << 62)
+        expected = BM25(index, k=25)(QUERIES)
+    code = ("import retrievo.retrieve.bm25 as m; m.PERSIST_MIN_POSTINGS = 0\n"
+            "from retrievo.index import InvertedIndex\nfrom retrievo.retrieve import BM25\n"
+            f"BM25(InvertedIndex.open({str(path)!r}))\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "RETRIEVO_FAULT_AT": step}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr  # killed at that step
+    assert all(TMP_MARK in e for e in entries(path)) and entries(path)  # only the dead writer's temporary folder
+    assert verify_index(path).ok
+    same(BM25(InvertedIndex.open(path), k=25)(QUERIES), expected)  # ignores it, writes a complete entry
+    assert len([e for e in entries(path) if TMP_MARK not in e]) == 1
+    same(BM25(InvertedIndex.open(path), k=25)(QUERIES), expected)  # and reads it back

@@ -81,8 +81,13 @@ def store(index_path: Path, kind: str, identity: str, params: Mapping[str, Any],
         return False
     try:
         root.mkdir(exist_ok=True)
+        from retrievo.index.lifecycle import fault_point  # lifecycle imports modules that import this one
+
         with atomic_dir(final) as tmp:
-            hashes = {f"{name}.npy": save_array(tmp / f"{name}.npy", np.asarray(arr)) for name, arr in arrays.items()}
+            hashes = {}
+            for name, arr in arrays.items():
+                hashes[f"{name}.npy"] = save_array(tmp / f"{name}.npy", np.asarray(arr))
+                fault_point("scorecache.after_array")
             sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
             meta = {"kind": kind, "identity": identity, "params": dict(params), "version": CACHE_VERSION,
                     "files": sizes, "sha256": hashes, "extra": dict(extra or {})}
