@@ -18,7 +18,9 @@ another generation or other parameters; :data:`CACHE_VERSION` is part of it, to 
 raised whenever what is cached is computed differently.
 
 Who writes: readers (a search process), without the writer lock: the entry is derived
-data, not part of any generation, so publishing it needs no new manifest. A failed write
+data, not part of any generation, so publishing it needs no new manifest. BM25 writes one
+entry per index folder and process (a server taking live updates would otherwise write
+the arrays again at every commit; its next start writes one for the generation then). A failed write
 (read-only folder, full disk, a writer's garbage collection removing the temporary
 folder) only means the arrays are computed in memory again. Writers' garbage collection
 (:func:`retrievo.index.lifecycle.collect_garbage`) removes entries of other identities;

@@ -76,6 +76,7 @@ FILTER_COMPACT_FRACTION = 0.125
 # per generation and parameter set in its folder (retrievo.index.scorecache), so the next
 # open maps them instead of recomputing them; smaller ones compute them in milliseconds.
 PERSIST_MIN_POSTINGS = 1 << 20
+_CACHE_WRITTEN: dict[str, str] = {}  # index folder -> identity this process cached (see _store_cached)
 _TABLE_FIELDS = ("range_lo", "ent_ptr", "ent_range", "ent_start", "ent_max")
 FILTER_CACHE = 8
 
@@ -347,6 +348,13 @@ class BM25(Retriever):
                       table: RangeTable, extra: dict[str, bool]) -> None:
         if not self._cache_wanted(index):
             return
+        # one entry per index folder and process: a process that sees the index change
+        # under it (live updates, a commit every fraction of a second) would otherwise
+        # write ~6 bytes per posting per commit; the next process to open it writes one
+        folder = str(index.path)
+        if _CACHE_WRITTEN.get(folder, index.identity) != index.identity:
+            return
+        _CACHE_WRITTEN[folder] = index.identity
         arrays = {"imps": imps, **{f: getattr(table, f) for f in _TABLE_FIELDS}}
         if not single:
             arrays["docs"] = docs  # the global document numbers, so a reopen builds no buffer
