@@ -185,3 +185,9 @@ def test_every_document_touched_by_every_term():
     for k in (1, 5, 40):
         check(index, queries, ks=(k,))
         assert len(BM25(index, k=k, pruning="off")(queries)[0]) == k
+    # weights so small that every weight * impact underflows to 0 in float32: a sum that
+    # stays 0 must not make a document new at each of its postings (it would come back twice)
+    tiny = Queries(["q1"], ["alpha beta"], terms=[{"alpha": 1.4e-45, "beta": 1.4e-45}])
+    check(index, tiny, ks=(40,))
+    ranked = BM25(index, k=40, pruning="off")(tiny)[0]
+    assert len(set(ranked.doc_ids.tolist())) == 40 and not ranked.scores.any()

@@ -296,18 +296,17 @@ class BM25(Retriever):
                 imps, table = cached["imps"], RangeTable(*(cached[f] for f in _TABLE_FIELDS), prune.RANGE_DOCS)
                 docs = np.asarray(index.segments[0].docs) if single else cached["docs"]
                 prunable_imps = bool(cached["extra"].get("prunable"))
-                positive_imps = bool(cached["extra"].get("positive"))
+                min_imp = float(cached["extra"].get("min_imp", 0.0))
             else:
                 docs, imps = self._impacts(index, single)
                 table = range_table(indptr, docs, imps, bases, prune.RANGE_DOCS)
                 prunable_imps = prunable(np.empty(0, np.float32), imps)
-                positive_imps = bool(len(imps) == 0 or float(np.min(imps)) > 0)
-                self._store_cached(index, single, docs, imps, table,
-                                   {"prunable": prunable_imps, "positive": positive_imps})
+                min_imp = float(np.min(imps)) if len(imps) else 0.0
+                self._store_cached(index, single, docs, imps, table, {"prunable": prunable_imps, "min_imp": min_imp})
             self._state.pop("compacted", None)  # postings compacted to the previous generation's filters
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
                                docs=docs, imps=imps, table=table, prunable_imps=prunable_imps,
-                               positive_imps=positive_imps,
+                               min_imp=min_imp,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
                                ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab, bases=bases)
         return self._state
@@ -345,7 +344,7 @@ class BM25(Retriever):
         return scorecache.load(index.path, "bm25", index.identity, self._cache_params())
 
     def _store_cached(self, index: InvertedIndex, single: bool, docs: np.ndarray, imps: np.ndarray,
-                      table: RangeTable, extra: dict[str, bool]) -> None:
+                      table: RangeTable, extra: dict[str, Any]) -> None:
         if not self._cache_wanted(index):
             return
         # one entry per index folder and process: a process that sees the index change
@@ -457,7 +456,7 @@ class BM25(Retriever):
             out_docs, out_scores, counts = search_ranges(
                 q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["table"], live,
                 st["id_rank"], st["by_rank"], k, pruned, self._range_workspace(st, k, threads), threads,
-                st["positive_imps"])
+                st["min_imp"])
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]

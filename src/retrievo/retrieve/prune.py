@@ -170,15 +170,17 @@ def _below(bound, kth):
 
 @njit(cache=True, nogil=True)
 def _query(qt, qw, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start, ent_max, live, use_live, id_rank,
-           by_rank, k, prune, positive_imps, ub, cnt, rlist, acc, mark, touched, keys, tmp, hist, out_docs,
+           by_rank, k, prune, min_imp, ub, cnt, rlist, acc, mark, touched, keys, tmp, hist, out_docs,
            out_scores):
     m = qt.shape[0]
     n_seg = indptr.shape[0]
     if k == 0 or m == 0:
         return 0
-    positive = positive_imps
+    # "a sum still 0 is a new document" needs every product weight * impact > 0 in
+    # float32 (no underflow): it is enough for the smallest impact
+    positive = min_imp > 0
     for j in range(m):
-        if not qw[j] > 0:
+        if not np.float32(qw[j] * min_imp) > 0:
             positive = False
     # 1. bounds per range, and the query's runs grouped by range in query-term order
     n_r = 0
@@ -306,19 +308,19 @@ def _query(qt, qw, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start, 
 
 @njit(cache=True, nogil=True)
 def _run_chunk(lo, hi, q_ptr, q_terms, q_weights, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start,
-               ent_max, live, use_live, id_rank, by_rank, k, prune, positive, ub, cnt, rlist, acc, mark, touched, keys,
+               ent_max, live, use_live, id_rank, by_rank, k, prune, min_imp, ub, cnt, rlist, acc, mark, touched, keys,
                tmp, hist, out_docs, out_scores, counts):
     for q in range(lo, hi):
         a = q_ptr[q]
         b = q_ptr[q + 1]
         counts[q] = _query(q_terms[a:b], q_weights[a:b], indptr, docs, imps, range_lo, ent_ptr, ent_range,
-                           ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune[q], positive, ub, cnt, rlist,
+                           ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune[q], min_imp, ub, cnt, rlist,
                            acc, mark, touched, keys, tmp, hist, out_docs[q], out_scores[q])
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def _run_parallel(n_chunks, q_ptr, q_terms, q_weights, indptr, docs, imps, range_lo, ent_ptr, ent_range, ent_start,
-                  ent_max, live, use_live, id_rank, by_rank, k, prune, positive, ub, cnt, rlist, acc, mark, touched,
+                  ent_max, live, use_live, id_rank, by_rank, k, prune, min_imp, ub, cnt, rlist, acc, mark, touched,
                   keys, tmp, hist, out_docs, out_scores, counts):
     n_q = q_ptr.shape[0] - 1
     step = (n_q + n_chunks - 1) // n_chunks
@@ -327,7 +329,7 @@ def _run_parallel(n_chunks, q_ptr, q_terms, q_weights, indptr, docs, imps, range
         hi = min(n_q, lo + step)
         if lo < hi:
             _run_chunk(lo, hi, q_ptr, q_terms, q_weights, indptr, docs, imps, range_lo, ent_ptr, ent_range,
-                       ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune, positive, ub[c], cnt[c],
+                       ent_start, ent_max, live, use_live, id_rank, by_rank, k, prune, min_imp, ub[c], cnt[c],
                        rlist[c], acc[c], mark[c], touched[c], keys[c], tmp[c], hist[c], out_docs, out_scores, counts)
 
 
@@ -356,13 +358,13 @@ class RangeWorkspace:
 def search_ranges(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray, indptr: np.ndarray,
                   docs: np.ndarray, imps: np.ndarray, table: RangeTable, live: np.ndarray | None,
                   id_rank: np.ndarray, by_rank: np.ndarray, k: int, prune: np.ndarray, work: RangeWorkspace,
-                  threads: int = 1, positive: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  threads: int = 1, min_imp: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` documents per query, exactly as :func:`retrievo.retrieve.topk.search_postings`
     returns them (same arguments, plus the :func:`range_table` of the same postings and
     ``prune``, one bool per query: skip ranges that cannot reach the top k). Pruned
-    queries need non-negative weights and impacts (see :func:`prunable`). ``positive``:
-    every impact is > 0 (then a query whose weights are all > 0 detects a document's first
-    posting by its sum being 0, a cheaper test)."""
+    queries need non-negative weights and impacts (see :func:`prunable`). ``min_imp``: the
+    smallest impact; when it is > 0 and no weight times it rounds to 0, a document's first
+    posting is detected by its sum still being 0, a cheaper test (0: never)."""
     n_q = len(q_ptr) - 1
     out_docs = np.empty((n_q, k), dtype=np.int32)
     out_scores = np.empty((n_q, k), dtype=np.float32)
@@ -371,7 +373,7 @@ def search_ranges(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
     live_arr = live if use_live else np.ones(1, dtype=np.bool_)
     args = (q_ptr, q_terms, q_weights, indptr, docs, imps, table.range_lo, table.ent_ptr, table.ent_range,
             table.ent_start, table.ent_max, live_arr, use_live, id_rank, by_rank, k,
-            np.ascontiguousarray(prune, dtype=np.bool_), bool(positive))
+            np.ascontiguousarray(prune, dtype=np.bool_), np.float32(min_imp))
     threads = min(threads, work.threads, n_q)
     if threads <= 1:
         _run_chunk(0, n_q, *args, work.ub[0], work.cnt[0], work.rlist[0], work.acc[0], work.mark[0],
