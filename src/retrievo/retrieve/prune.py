@@ -16,8 +16,9 @@ largest impact in it); a query
    query-term order;
 2. scores one range at a time, term at a time, into an accumulator of one range's size
    that stays in the L1/L2 cache. A document's first posting is found without a branch:
-   when every weight and impact is > 0 a sum that is still 0 means "new" (the add reads
-   it anyway), otherwise a byte mark per document is kept;
+   when every product ``weight * impact`` is > 0 in float32 (checked on the smallest
+   impact), a sum that is still 0 means "new" (the add reads it anyway), otherwise a byte
+   mark per document is kept;
 3. keeps the keys of the documents whose score reaches the best k-th score seen so far in
    a buffer, cut back to the k best when it fills (no per-document heap work);
 4. with pruning, scores the few ranges of largest bound first (a high k-th score early),
