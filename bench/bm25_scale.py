@@ -21,10 +21,12 @@ children's unique memory) is that task's own. Per size and system:
 
   index_s, index_s_2w   documents streamed from the file -> searchable index on disk, one
                         analysis worker / two (retrievo ``workers=``; bm25s has no parallel
-                        indexing: null), BM25 impacts included (one warm query)
+                        indexing: null), BM25 impacts included (one warm query; for retrievo
+                        that also writes them to the index's cache, retrievo.index.scorecache)
   peak_rss_mb           peak RSS of the one-worker build process
   index_mb              bytes on disk (retrievo: postings, ids and vocabulary, ``store=False``
-                        like bm25s, which keeps no text; bm25s: ``save()``)
+                        like bm25s, which keeps no text, without the impact cache; bm25s:
+                        ``save()``)
   qps_k10, qps_k1000    900 queries in one batch, one thread, raw text in, ids out, best of
                         --repeat samples of >= 0.5 s; retrievo with its default
                         ``pruning="auto"``

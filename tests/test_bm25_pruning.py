@@ -1,6 +1,11 @@
 """Exact dynamic pruning (:mod:`retrievo.retrieve.prune`): the pruned top-k must be the
 exhaustive top-k — same ids, same float32 scores, same tie-breaks — on the real corpora,
-on a synthetic one, on segmented indexes with deletions, and on random small corpora."""
+on a synthetic one, on segmented indexes with deletions, and on random small corpora.
+
+Both paths run the range kernel, so each is also checked against the plain dense
+kernel of :mod:`retrievo.retrieve.topk` (an independent implementation), and ranges are
+made small (:data:`~retrievo.retrieve.prune.RANGE_DOCS`) so that these small corpora
+span many ranges and pruning really skips."""
 
 from __future__ import annotations
 
@@ -9,14 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import retrievo.retrieve.bm25 as bm25_module
 from retrievo.data import BeirDataset
 from retrievo.errors import ConfigError
 from retrievo.index import InvertedIndex
 from retrievo.pipeline import parse
 from retrievo.retrieve import BM25
-from retrievo.retrieve.prune import BLOCK, list_bounds
-from retrievo.types import Document, Queries
+import retrievo.retrieve.prune as prune_module
+from retrievo.retrieve.prune import range_table
+from retrievo.retrieve.topk import search_postings
+from retrievo.types import Document, Queries, Rankings
 
 
 def assert_same(a, b, label=""):
@@ -25,11 +31,29 @@ def assert_same(a, b, label=""):
     assert np.array_equal(a.scores.view(np.uint32), b.scores.view(np.uint32)), label  # bit for bit
 
 
+def dense_reference(bm, queries) -> Rankings:
+    """The top-k of the plain dense kernel (topk.search_postings) over the same impacts."""
+    st = bm._arrays()
+    q_ptr, q_terms, q_weights = bm._query_terms(queries, st["vocab"])
+    k = min(bm.k, st["n_docs"])
+    docs, scores, counts = search_postings(q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"],
+                                           st["live"], st["id_rank"], st["by_rank"], k, bm._workspace(1), 1)
+    return Rankings.from_lists(queries, [(st["ids"][docs[q, :counts[q]]], scores[q, :counts[q]])
+                                         for q in range(len(queries))])
+
+
+@pytest.fixture(autouse=True)
+def small_ranges(monkeypatch):
+    monkeypatch.setattr(prune_module, "RANGE_DOCS", 64)  # many ranges even on small corpora
+
+
 def check(index, queries, ks=(1, 10, 100, 1000), **options):
     for k in ks:
-        exhaustive = BM25(index, k=k, pruning="off", **options)(queries)
+        off = BM25(index, k=k, pruning="off", **options)
+        exhaustive = off(queries)
         pruned = BM25(index, k=k, pruning="on", **options)(queries)
         assert_same(pruned, exhaustive, f"k={k} {options}")
+        assert_same(exhaustive, dense_reference(off, queries), f"dense k={k} {options}")
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +115,19 @@ def test_weighted_queries_and_negative_weights(scifact, scifact_index):
     check(scifact_index, negative, ks=(10,))  # falls back to the exhaustive kernel, same answer
 
 
-def test_automatic_choice(scifact, scifact_index, monkeypatch):
+def test_automatic_choice(scifact, scifact_index):
     queries = scifact.queries("test")
-    bm = BM25(scifact_index, k=10)
-    assert not bm.uses_pruning()  # 5k documents: below the size where pruning pays
-    monkeypatch.setattr(bm25_module, "AUTO_PRUNE_MIN_DOCS", 0)
     auto = BM25(scifact_index, k=10)
-    assert auto.uses_pruning() and auto.uses_pruning(10, 3) and not auto.uses_pruning(10, 30)
-    assert not auto.uses_pruning(1000)
-    lengths = np.diff(auto._query_terms(queries, auto._arrays()["vocab"])[0])
-    assert (lengths <= 5).any() and (lengths > 5).any()  # both kernels run in this batch
+    assert auto.uses_pruning() and auto.uses_pruning(1000) and not auto.uses_pruning(0)
+    assert BM25(scifact_index, k=10, pruning="on").uses_pruning()
+    assert not BM25(scifact_index, k=10, pruning="off").uses_pruning()
+    st = auto._arrays()
+    q_ptr, _, q_weights = auto._query_terms(queries, st["vocab"])
+    assert auto._pruned_queries(q_ptr, q_weights, 10, st).all()
+    negative = q_weights.copy()
+    negative[q_ptr[3]] = -1.0  # query 3 gets a negative weight: never pruned
+    assert auto._pruned_queries(q_ptr, negative, 10, st).tolist() == [i != 3 for i in range(len(queries))]
     assert_same(auto(queries), BM25(scifact_index, k=10, pruning="off")(queries))
-    assert BM25(scifact_index, k=10, pruning="on").uses_pruning(10, 99)
-    assert not BM25(scifact_index, k=10, pruning="off").uses_pruning(10, 1)
 
 
 def test_pruning_option_in_specs(scifact_index):
@@ -115,16 +139,17 @@ def test_pruning_option_in_specs(scifact_index):
         BM25(scifact_index, pruning="sometimes")
 
 
-def test_list_bounds():
-    indptr = np.array([[0, 3, 3, 200]], dtype=np.int64)
-    docs = np.concatenate([[1, 5, 9], np.arange(197)]).astype(np.int32)
-    imps = np.random.default_rng(0).random(200).astype(np.float32)
-    term_max, block_ptr, block_max, block_last = list_bounds(indptr, docs, imps)
-    assert term_max.shape == (1, 3) and term_max[0, 1] == 0
-    assert term_max[0, 0] == imps[:3].max() and term_max[0, 2] == imps[3:].max()
-    assert block_ptr.tolist() == [[0, 1, 1, 1 + -(-197 // BLOCK)]]
-    assert block_last[0] == 9 and block_last[-1] == 196
-    assert block_max[1] == imps[3:3 + BLOCK].max()
+def test_range_table():
+    """Runs per (segment, term) and document range: where each starts, its largest impact."""
+    indptr = np.array([[0, 3, 3, 9], [9, 10, 12, 12]], dtype=np.int64)  # 2 segments: docs 0-9, 10-14
+    docs = np.array([1, 5, 9, 0, 2, 3, 4, 7, 8, 10, 11, 14], dtype=np.int32)
+    imps = np.arange(1, 13, dtype=np.float32)
+    table = range_table(indptr, docs, imps, np.array([0, 10, 15]), range_docs=4)
+    assert table.range_lo.tolist() == [0, 4, 8, 10, 14, 15]  # ranges stop at the segment boundary
+    assert table.ent_ptr.tolist() == [[0, 3, 3, 6], [6, 7, 9, 9]]
+    assert table.ent_range.tolist() == [0, 1, 2, 0, 1, 2, 3, 3, 4]
+    assert table.ent_start.tolist() == [0, 1, 2, 3, 6, 8, 9, 10, 11]
+    assert table.ent_max.tolist() == [1, 2, 3, 6, 8, 9, 10, 11, 12]
 
 
 # ---------------------------------------------------------------------------- property test
@@ -137,8 +162,11 @@ query = st.lists(word, min_size=1, max_size=6)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=corpus, queries=st.lists(query, min_size=1, max_size=6), k=st.integers(1, 25),
        segment_docs=st.integers(1, 30), delete_every=st.integers(0, 5),
-       method=st.sampled_from(["lucene", "robertson", "bm25+"]), weighted=st.booleans())
-def test_property_pruned_equals_exhaustive(texts, queries, k, segment_docs, delete_every, method, weighted):
+       method=st.sampled_from(["lucene", "robertson", "bm25+"]), weighted=st.booleans(),
+       range_docs=st.integers(1, 9))
+def test_property_pruned_equals_exhaustive(texts, queries, k, segment_docs, delete_every, method, weighted,
+                                           range_docs):
+    prune_module.RANGE_DOCS = range_docs  # restored by the autouse fixture's monkeypatch
     docs = [Document(f"d{i:03d}", " ".join(t)) for i, t in enumerate(texts)]
     index = InvertedIndex.build(docs, segment_docs=segment_docs, merge=False, workers=1)
     if delete_every:
@@ -157,3 +185,9 @@ def test_every_document_touched_by_every_term():
     for k in (1, 5, 40):
         check(index, queries, ks=(k,))
         assert len(BM25(index, k=k, pruning="off")(queries)[0]) == k
+    # weights so small that every weight * impact underflows to 0 in float32: a sum that
+    # stays 0 must not make a document new at each of its postings (it would come back twice)
+    tiny = Queries(["q1"], ["alpha beta"], terms=[{"alpha": 1.4e-45, "beta": 1.4e-45}])
+    check(index, tiny, ks=(40,))
+    ranked = BM25(index, k=40, pruning="off")(tiny)[0]
+    assert len(set(ranked.doc_ids.tolist())) == 40 and not ranked.scores.any()

@@ -300,8 +300,9 @@ BUILTIN: tuple[StageEntry, ...] = (
             Option("k", "int", 1000, "results per query", min=1),
             Option("delta", "float", None, "lower bound of bm25l / bm25+ (0.5 / 1.0 by default)", min=0),
             Option("threads", "int", None, "search threads (default: all cores)", min=1),
-            Option("pruning", "choice", "auto", "exact dynamic pruning (block-max MaxScore): auto = for small k, "
-                   "on/off force it; results are identical either way", choices=("auto", "on", "off")),
+            Option("pruning", "choice", "auto", "exact dynamic pruning (skip document ranges whose block-max bound "
+                   "cannot reach the top k): auto = on for queries with weights >= 0, off = score every range; "
+                   "results are identical either way", choices=("auto", "on", "off")),
             _FILTER,
             _INDEX,
         ),

@@ -17,7 +17,8 @@ Writers (:func:`writing`) take the lock, write new content under fresh names, th
 process killed at any moment leaves the previous generation intact. Readers
 (:func:`open_snapshot`) resolve ``CURRENT`` once and read that generation only.
 
-Garbage collection keeps the current generation only. Once a writer has published, it
+Garbage collection keeps the current generation only (and, under ``cache/``, the search
+arrays derived from it, see :mod:`retrievo.index.scorecache`). Once a writer has published, it
 deletes (still under the lock) every file and folder the new manifest does not name —
 old manifests, replaced segments, tombstones, and ``*.retrievo-tmp*`` leftovers of
 writers that died, wherever they are: under the lock no live writer can own a temporary
@@ -62,6 +63,7 @@ from retrievo.index.atomic import _HELD, TMP_MARK, write_bytes_atomic, write_jso
 
 CURRENT = "CURRENT"
 LOCK = "LOCK"
+CACHE = "cache"  # derived search arrays readers add (retrievo.index.scorecache); kept for the current identity
 OPEN_RETRIES = 5  # generations a reader chases before it gives up (each retry needs a new publish)
 
 T = TypeVar("T")
@@ -368,8 +370,24 @@ def collect_garbage(path: Path) -> list[str]:
     ancestors = {"/".join(parts[:i]) for k in keep for parts in [k.split("/")] for i in range(1, len(parts))}
     removed: list[str] = []
     fault_point("gc.before")
+    identity = manifest.get("identity") if isinstance(manifest, dict) else None
+    if isinstance(identity, str) and (path / CACHE).is_dir():
+        # cached search arrays (retrievo.index.scorecache) of this generation stay
+        keep.add(CACHE)
+        for entry in sorted((path / CACHE).iterdir()):
+            if TMP_MARK in entry.name or cache_identity(entry) != identity:
+                _remove(entry)
+                removed.append(f"{CACHE}/{entry.name}")
     _sweep(path, "", keep, ancestors, removed)
     return removed
+
+
+def cache_identity(entry: Path) -> str | None:
+    try:
+        value = json.loads((entry / "meta.json").read_text(encoding="utf-8")).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _sweep(folder: Path, prefix: str, keep: set[str], ancestors: set[str], removed: list[str]) -> None:

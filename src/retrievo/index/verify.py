@@ -17,7 +17,8 @@ index must stay fast:
   generation names and compares it with what was recorded while writing — in the
   manifest's ``checksums`` for plain files, in each folder's ``meta.json`` (``sha256`` and
   ``files`` sizes) for folder units such as segments and document parts — and reports
-  files a folder holds that its meta does not list.
+  files a folder holds that its meta does not list; the same for the search arrays cached
+  for this generation under ``cache/`` (:mod:`retrievo.index.scorecache`).
 
 A folder unit is any folder named in a manifest's ``files`` whose ``meta.json`` records
 ``files`` (name → size) and ``sha256`` (name → digest): vector or multi-vector formats
@@ -193,9 +194,23 @@ def snapshot_problems(snapshot: lifecycle.Snapshot, full: bool = True) -> list[s
     return out
 
 
+def cache_problems(path: Path, manifest: Mapping[str, Any], full: bool) -> list[str]:
+    """Problems of the cached search arrays of this generation (:mod:`retrievo.index.scorecache`):
+    a damaged entry would change scores, so it counts as damage (delete it to repair)."""
+    folder = path / lifecycle.CACHE
+    if not folder.is_dir():
+        return []
+    out = []
+    for entry in sorted(folder.iterdir()):
+        if TMP_MARK not in entry.name and entry.is_dir() \
+                and lifecycle.cache_identity(entry) == manifest.get("identity"):
+            out.extend(unit_problems(entry, f"{lifecycle.CACHE}/{entry.name}", full))
+    return out
+
+
 def _leftovers(path: Path, manifest: Mapping[str, Any]) -> list[str]:
     keep = {lifecycle.CURRENT, lifecycle.LOCK, lifecycle.manifest_name(int(manifest["generation"])),
-            *manifest.get("files", [])}
+            *manifest.get("files", []), lifecycle.CACHE}
     found = []
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path).as_posix()
@@ -214,6 +229,7 @@ def verify_index(path: str | Path, *, full: bool = True) -> IndexReport:
     def check(snapshot: lifecycle.Snapshot) -> IndexReport:
         report = IndexReport(path, snapshot.generation)
         report.problems.extend(snapshot_problems(snapshot, full))
+        report.problems.extend(cache_problems(path, snapshot.manifest, full))
         if "checksum" not in snapshot.manifest:
             report.notes.append("the manifest records no checksum (written by an older retrievo)")
         try:
@@ -238,5 +254,6 @@ def verify_index(path: str | Path, *, full: bool = True) -> IndexReport:
         return IndexReport(path, None, [str(exc)])
 
 
-__all__ = ["IndexReport", "file_sha256", "part_problems", "segment_problems", "snapshot_problems",
+__all__ = ["IndexReport", "cache_problems", "file_sha256", "part_problems", "segment_problems",
+           "snapshot_problems",
            "unit_problems", "verify_index"]

@@ -14,10 +14,11 @@ with their tf=0 value, which shifts rankings; we keep the papers' definition).
 
 Scores depend on collection statistics, so per-posting impacts are computed from the
 index's raw term frequencies when the retriever is created (vectorised numpy, O(postings),
-per segment in bounded steps) and summed by the numba kernel in
-:mod:`retrievo.retrieve.topk`, or, for small k, by the exact dynamic-pruning kernel in
-:mod:`retrievo.retrieve.prune` (``pruning="auto"``, see :meth:`BM25.uses_pruning`;
-``"on"``/``"off"`` force either): both return the same rankings, bit for bit.
+per segment in bounded steps) and summed range of documents by range by the numba kernel
+of :mod:`retrievo.retrieve.prune`, which skips the ranges whose block-max bound cannot
+reach the top k (``pruning="auto"``/``"on"``; ``"off"`` scores every range): both return
+the same rankings, bit for bit. A selective filter searches its own compacted postings
+with the plain kernel of :mod:`retrievo.retrieve.topk`.
 
 ``filter="year >= 2015 and source in ('pubmed', 'pmc')"`` restricts the search to the
 documents whose metadata match (see :mod:`retrievo.index.filters`): the compiled bitmap
@@ -47,32 +48,36 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
+from retrievo.index import scorecache
 from retrievo.index.inverted import InvertedIndex
 from retrievo.pipeline import Retriever, spec_call
 from retrievo.registry import BM25_METHODS
 from retrievo.resources import is_memory_name, resource_name
-from retrievo.retrieve.prune import list_bounds, prunable, search_pruned
+from retrievo.retrieve import prune
+from retrievo.retrieve.prune import RangeTable, RangeWorkspace, prunable, range_table, search_ranges
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
 METHODS = BM25_METHODS  # the registry's option schema and the retriever share one list
 DEFAULT_K = 1000
 PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
-# "auto" prunes a query when the collection has AUTO_PRUNE_MIN_DOCS documents or more and
-# its k and number of matched terms fall under one of these (k, terms) limits. Measured
-# per query (CPU time, best of 3) on the 1M-document synthetic corpus of bench/bm25_scale.py
-# (BENCHMARKS.md, "BM25 at scale"): at k=10 the pruned kernel is 1.3x faster than the
-# exhaustive one on queries of 3-5 terms, 0.84x on 6-9 and 0.4-0.5x on longer ones (a
-# long query keeps a low threshold against the sum of its term bounds, so little is
-# skipped, and the exhaustive kernel's one tight pass wins)
-AUTO_PRUNE_MIN_DOCS = 50_000
-AUTO_PRUNE_LIMITS = ((20, 5),)
+# "auto" prunes every query whose weights are >= 0 (over non-negative impacts): the only
+# cost of pruning is one pass over the query terms' per-range bounds (a few hundred runs
+# per term at 1M documents), which measured within noise of the unpruned kernel at k=10
+# and k=1000 on the 1M-document synthetic corpus of bench/bm25_scale.py (BENCHMARKS.md,
+# "BM25 at scale"), where little can be skipped; where ranges can be skipped it only wins.
 # A filter that keeps at most this fraction of the documents is searched over postings
 # compacted to its documents (built once per filter and index version, kept for the
 # FILTER_CACHE most recent filters): a 1% filter then reads ~1% of each query term's
 # postings instead of all of them. Above it, the kernels read every posting and skip the
 # excluded documents at selection, which costs what an unfiltered search costs.
 FILTER_COMPACT_FRACTION = 0.125
+# An on-disk index with at least this many postings caches its impacts and block-max table
+# per generation and parameter set in its folder (retrievo.index.scorecache), so the next
+# open maps them instead of recomputing them; smaller ones compute them in milliseconds.
+PERSIST_MIN_POSTINGS = 1 << 20
+_CACHE_WRITTEN: dict[str, str] = {}  # index folder -> identity this process cached (see _store_cached)
+_TABLE_FIELDS = ("range_lo", "ent_ptr", "ent_range", "ent_start", "ent_max")
 FILTER_CACHE = 8
 
 
@@ -217,17 +222,6 @@ def segment_impacts(index: InvertedIndex, params: BM25Params,
     return results
 
 
-def _subset_queries(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
-                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The flat (offsets, terms, weights) of the queries ``rows`` of a batch."""
-    lengths = (q_ptr[1:] - q_ptr[:-1])[rows]
-    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    take = np.concatenate([np.arange(q_ptr[r], q_ptr[r + 1]) for r in rows]) if len(rows) else np.empty(0, np.int64)
-    take = take.astype(np.int64)
-    return ptr, q_terms[take], q_weights[take]
-
-
 def default_threads() -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 64))
 
@@ -285,39 +279,85 @@ class BM25(Retriever):
         if self._state.get("key") != key:
             index = self.index
             v = index.vocab_size
-            if len(index.segments) == 1 and index.segments[0].vocab_size == v:
-                seg = index.segments[0]
-                indptr = np.asarray(seg.indptr)[None, :]
-                docs = np.asarray(seg.docs)
-                imps = segment_impacts(index, self.params)[0]
+            single = len(index.segments) == 1 and index.segments[0].vocab_size == v
+            bases = np.asarray(index.bases, dtype=np.int64)
+            if single:
+                indptr = np.asarray(index.segments[0].indptr, dtype=np.int64)[None, :]
             else:
-                # one buffer each for documents and impacts, filled segment by segment
-                # (no per-segment copies concatenated afterwards)
-                total = sum(seg.n_postings for seg in index.segments)
                 indptr = np.zeros((max(len(index.segments), 1), v + 1), dtype=np.int64)
-                docs = np.empty(total, dtype=np.int32)
-                imps = np.empty(total, dtype=np.float32)
-                views, base_post = [], 0
-                for s, (seg, base) in enumerate(zip(index.segments, index.bases[:-1])):
+                base_post = 0
+                for s, seg in enumerate(index.segments):
                     ip = np.asarray(seg.indptr)
                     indptr[s, : len(ip)] = ip + base_post
                     indptr[s, len(ip):] = ip[-1] + base_post
-                    end = base_post + seg.n_postings
-                    for lo in range(0, seg.n_postings, IMPACT_CHUNK):
-                        hi = min(lo + IMPACT_CHUNK, seg.n_postings)
-                        np.add(seg.docs[lo:hi], np.int32(base), out=docs[base_post + lo:base_post + hi],
-                               dtype=np.int32, casting="unsafe")
-                    views.append(imps[base_post:end])
-                    base_post = end
-                segment_impacts(index, self.params, out=views)
-            self._state.pop("bounds", None)  # bounds of the previous generation's impacts
-            self._state.pop("compacted", None)  # and postings compacted to its filters
+                    base_post += seg.n_postings
+            cached = self._load_cached(index)
+            if cached is not None:
+                imps, table = cached["imps"], RangeTable(*(cached[f] for f in _TABLE_FIELDS), prune.RANGE_DOCS)
+                docs = np.asarray(index.segments[0].docs) if single else cached["docs"]
+                prunable_imps = bool(cached["extra"].get("prunable"))
+                min_imp = float(cached["extra"].get("min_imp", 0.0))
+            else:
+                docs, imps = self._impacts(index, single)
+                table = range_table(indptr, docs, imps, bases, prune.RANGE_DOCS)
+                prunable_imps = prunable(np.empty(0, np.float32), imps)
+                min_imp = float(np.min(imps)) if len(imps) else 0.0
+                self._store_cached(index, single, docs, imps, table, {"prunable": prunable_imps, "min_imp": min_imp})
+            self._state.pop("compacted", None)  # postings compacted to the previous generation's filters
             self._state.update(key=key, indptr=np.ascontiguousarray(indptr, dtype=np.int64),
-                               docs=np.ascontiguousarray(docs, dtype=np.int32), imps=imps,
+                               docs=docs, imps=imps, table=table, prunable_imps=prunable_imps,
+                               min_imp=min_imp,
                                live=index.live, id_rank=index.id_rank, by_rank=index.by_rank,
-                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab,
-                               bases=index.bases if len(index.segments) > 1 else np.zeros(2, np.int64))
+                               ids=index.doc_ids, n_docs=index.total_docs, vocab=index.vocab, bases=bases)
         return self._state
+
+    def _impacts(self, index: InvertedIndex, single: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Global document numbers and impacts of every posting, segment after segment."""
+        if single:
+            return np.asarray(index.segments[0].docs), segment_impacts(index, self.params)[0]
+        # one buffer each for documents and impacts, filled segment by segment (no
+        # per-segment copies concatenated afterwards)
+        total = sum(seg.n_postings for seg in index.segments)
+        docs = np.empty(total, dtype=np.int32)
+        imps = np.empty(total, dtype=np.float32)
+        views, base_post = [], 0
+        for seg, base in zip(index.segments, index.bases[:-1]):
+            for lo in range(0, seg.n_postings, IMPACT_CHUNK):
+                hi = min(lo + IMPACT_CHUNK, seg.n_postings)
+                np.add(seg.docs[lo:hi], np.int32(base), out=docs[base_post + lo:base_post + hi],
+                       dtype=np.int32, casting="unsafe")
+            views.append(imps[base_post:base_post + seg.n_postings])
+            base_post += seg.n_postings
+        segment_impacts(index, self.params, out=views)
+        return docs, imps
+
+    def _cache_params(self) -> dict[str, Any]:
+        p = self.params
+        return {"k1": p.k1, "b": p.b, "method": p.method, "delta": p.effective_delta, "range_docs": prune.RANGE_DOCS}
+
+    def _cache_wanted(self, index: InvertedIndex) -> bool:
+        return index.path is not None and sum(seg.n_postings for seg in index.segments) >= PERSIST_MIN_POSTINGS
+
+    def _load_cached(self, index: InvertedIndex) -> dict[str, Any] | None:
+        if not self._cache_wanted(index):
+            return None
+        return scorecache.load(index.path, "bm25", index.identity, self._cache_params())
+
+    def _store_cached(self, index: InvertedIndex, single: bool, docs: np.ndarray, imps: np.ndarray,
+                      table: RangeTable, extra: dict[str, Any]) -> None:
+        if not self._cache_wanted(index):
+            return
+        # one entry per index folder and process: a process that sees the index change
+        # under it (live updates, a commit every fraction of a second) would otherwise
+        # write ~6 bytes per posting per commit; the next process to open it writes one
+        folder = str(index.path)
+        if _CACHE_WRITTEN.get(folder, index.identity) != index.identity:
+            return
+        _CACHE_WRITTEN[folder] = index.identity
+        arrays = {"imps": imps, **{f: getattr(table, f) for f in _TABLE_FIELDS}}
+        if not single:
+            arrays["docs"] = docs  # the global document numbers, so a reopen builds no buffer
+        scorecache.store(index.path, "bm25", index.identity, self._cache_params(), arrays, extra)
 
     def _compacted(self, st: dict[str, Any], allowed: np.ndarray) -> dict[str, np.ndarray] | None:
         """Postings restricted to the filter's live documents (same impacts, same global
@@ -340,40 +380,27 @@ class BM25(Retriever):
                           "imps": np.ascontiguousarray(st["imps"][keep])}
         return cache[key]
 
-    def _bounds(self, st: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-list and per-block impact bounds for the pruned kernel, made on first use."""
-        if "bounds" not in st:
-            st["bounds"] = list_bounds(st["indptr"], st["docs"], st["imps"])
-            st["prunable_imps"] = prunable(np.empty(0, np.float32), st["imps"])
-        return st["bounds"]
-
-    def uses_pruning(self, k: int | None = None, n_terms: int | None = None) -> bool:
-        """Whether a query of ``n_terms`` matched terms asking for ``k`` results (default:
-        this stage's k) takes the pruned path: always with ``pruning="on"``, never with
-        ``"off"``; ``"auto"`` follows :data:`AUTO_PRUNE_LIMITS` on collections of at least
-        :data:`AUTO_PRUNE_MIN_DOCS` documents (``n_terms=None`` asks whether any query could).
-        Both paths return the same rankings."""
+    def uses_pruning(self, k: int | None = None) -> bool:
+        """Whether queries asking for ``k`` results (default: this stage's k) may skip
+        document ranges: always with ``pruning="on"``, never with ``"off"``, for any k > 0
+        with ``"auto"`` (see :data:`PRUNING`'s note above). A query with a negative weight
+        (or an index with negative impacts) is never pruned. Both paths return the same
+        rankings."""
         k = self.k if k is None else k
         if self.pruning != "auto":
             return self.pruning == "on"
-        if k <= 0 or self._state.get("n_docs", self.index.total_docs) < AUTO_PRUNE_MIN_DOCS:
-            return False
-        return any(k <= max_k and (n_terms is None or n_terms <= max_terms)
-                   for max_k, max_terms in AUTO_PRUNE_LIMITS)
+        return k > 0
 
     def _pruned_queries(self, q_ptr: np.ndarray, q_weights: np.ndarray, k: int, st: dict[str, Any]) -> np.ndarray:
-        """Which queries of a batch take the pruned kernel (see :meth:`uses_pruning`)."""
+        """Which queries of a batch may skip ranges (see :meth:`uses_pruning`): bounds only
+        bound when no contribution is negative."""
         n_q = len(q_ptr) - 1
         if not self.uses_pruning(k):
             return np.zeros(n_q, dtype=bool)
-        self._bounds(st)
         if not st["prunable_imps"]:
             return np.zeros(n_q, dtype=bool)
-        lengths = np.diff(q_ptr)
-        out = np.array([self.uses_pruning(k, int(n)) for n in lengths], dtype=bool)
         negatives = np.concatenate([[0], np.cumsum(q_weights < 0)])
-        out[negatives[q_ptr[1:]] > negatives[q_ptr[:-1]]] = False  # partial scores must only grow
-        return out
+        return negatives[q_ptr[1:]] == negatives[q_ptr[:-1]]
 
     def query_terms(self, text: str) -> Counter[str]:
         """Analysed query terms with their counts (Anserini's bag-of-words boosts)."""
@@ -421,30 +448,15 @@ class BM25(Retriever):
             st = {**st, **compact}
             live = None
             pruned = np.zeros(len(queries), dtype=bool)
-        kernels = ((search_postings, ~pruned), (search_pruned, pruned)) if pruned.any() else ((search_postings, None),)
-        out_docs = np.empty((len(queries), k), dtype=np.int32)
-        out_scores = np.empty((len(queries), k), dtype=np.float32)
-        counts = np.zeros(len(queries), dtype=np.int64)
-        for kernel, which in kernels:
-            sub_ptr, sub_terms, sub_weights, rows = q_ptr, q_terms, q_weights, None
-            if which is not None:
-                rows = np.flatnonzero(which)
-                if not len(rows):
-                    continue
-                sub_ptr, sub_terms, sub_weights = _subset_queries(q_ptr, q_terms, q_weights, rows)
-            n_threads = max(1, min(threads, len(sub_ptr) - 1))
-            if kernel is search_pruned:
-                res = search_pruned(sub_ptr, sub_terms, sub_weights, st["indptr"], st["bases"], st["docs"],
-                                    st["imps"], self._bounds(st), live, st["id_rank"], st["by_rank"], k,
-                                    self._workspace(threads), n_threads)
-            else:
-                res = search_postings(sub_ptr, sub_terms, sub_weights, st["indptr"], st["docs"], st["imps"],
-                                      live, st["id_rank"], st["by_rank"], k, self._workspace(threads),
-                                      n_threads)
-            if rows is None:
-                out_docs, out_scores, counts = res
-            else:
-                out_docs[rows], out_scores[rows], counts[rows] = res
+        if compact is not None:
+            out_docs, out_scores, counts = search_postings(
+                q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], live, st["id_rank"], st["by_rank"],
+                k, self._workspace(threads), threads)
+        else:
+            out_docs, out_scores, counts = search_ranges(
+                q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["table"], live,
+                st["id_rank"], st["by_rank"], k, pruned, self._range_workspace(st, k, threads), threads,
+                st["min_imp"])
         if len(queries) == 1:
             n = int(counts[0])
             flat, scores = out_docs[0, :n], out_scores[0, :n]
@@ -504,6 +516,15 @@ class BM25(Retriever):
         n_docs = self._state["n_docs"]
         if work is None or work.n_docs != n_docs or work.threads < threads:
             work = local.work = Workspace(n_docs, threads)
+        return work
+
+    def _range_workspace(self, st: dict[str, Any], k: int, threads: int) -> RangeWorkspace:
+        # one per calling Python thread, like the exhaustive kernel's workspace
+        local = self._state.setdefault("local", threading.local())
+        work = getattr(local, "ranges", None)
+        table = st["table"]
+        if work is None or not work.fits(table.n_ranges, table.range_docs, k, threads):
+            work = local.ranges = RangeWorkspace(table.n_ranges, table.range_docs, k, threads)
         return work
 
     def with_cutoff(self, k: int) -> "BM25":

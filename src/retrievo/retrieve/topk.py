@@ -291,12 +291,15 @@ def kernels_cached(parallel: bool = False) -> bool | None:
     The first search after installing (or after this file changes) makes numba compile
     the kernels, 5-20 s of silence that looks like a hang; the CLI announces it when this
     returns False. True: compiled in this process already, or numba's on-disk cache (the
-    ``topk.*.nbi`` index next to this file, or numba's user cache) holds a fresh entry for
-    every kernel a search uses (``parallel``: batches run on several threads too). The
-    check reads numba's small cache index files, so it costs well under a millisecond on
-    warm runs. None: this numba version's cache layout is unknown, so nothing is claimed.
+    ``prune.*.nbi`` index next to BM25's range kernel, or numba's user cache) holds a fresh
+    entry for every kernel a BM25 search uses (``parallel``: batches run on several threads
+    too; this module's plain kernel, used by selective filters and SPLADE, is not
+    announced). The check reads numba's small cache index files, so it costs well under a
+    millisecond on warm runs. None: this numba version's cache layout is unknown, so nothing is claimed.
     """
-    kernels = [_run_chunk, _run_parallel] if parallel else [_run_chunk]
+    from retrievo.retrieve import prune  # BM25's range kernel (it imports this module)
+
+    kernels = [prune._run_chunk, prune._run_parallel] if parallel else [prune._run_chunk]
     try:
         for kernel in kernels:
             if kernel.signatures:  # already compiled in this process
