@@ -109,7 +109,7 @@ def bi_encoder_cmd(
     seed: int = typer.Option(1, help="Seed of the examples, their order and dropout."),
     dev_fraction: float = typer.Option(0.1, help="Share of the training queries held out to select the model."),
     dev_seed: int = typer.Option(0, help="Seed of the dev split."),
-    evaluations: int = typer.Option(4, help="Dev evaluations (and checkpoints) over the run."),
+    evaluations: int = typer.Option(2, help="Dev evaluations (and checkpoints) over the run."),
     minutes: Optional[float] = typer.Option(None, help="Time budget: stop at the first step past it."),
     dtype: str = typer.Option("auto", help="auto, fp32 or bf16 (mixed precision; the saved model is fp32)."),
     restart: bool = typer.Option(False, "--restart", help="Discard OUT's checkpoints (or model) and start over."),

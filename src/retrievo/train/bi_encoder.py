@@ -13,7 +13,7 @@ distillation           with ``teacher`` (a trained cross-encoder folder, e.g. fr
                        teacher's score margins ``teacher(q, pos) - teacher(q, neg_i)``, so
                        the student learns how much better, not only which.
 
-Model selection: at every checkpoint the encoder reranks each dev query's top 30
+Model selection: at every checkpoint the encoder reranks each dev query's top 20
 candidates (``RerankingEvaluator``, nDCG@10 by cosine), and the best checkpoint is
 published. The output is a plain sentence-transformers folder (Transformer, Pooling,
 Normalize), so ``dense(model=OUT)`` encodes with it and every vector index records it as
@@ -35,9 +35,9 @@ from retrievo.train.cross_encoder import _require as _require_training
 from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
 from retrievo.train.manifest import base_model_identity, write_manifest
 from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, pick_device, prepare_checkpoints,
-                                resumed_step, sequential_batches, time_budget_callback, use_bf16)
+                                quiet, resumed_step, sequential_batches, time_budget_callback, use_bf16)
 
-DEV_DEPTH = 30
+DEV_DEPTH = 20
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class BiEncoderConfig:
     first_stage: str = "bm25"
     dev_fraction: float = 0.1
     dev_seed: int = 0
-    evaluations: int = 4
+    evaluations: int = 2
     minutes: float | None = None
     dtype: str = "auto"
 
@@ -205,7 +205,7 @@ def _trainer(model, dataset, data: Prepared, config: BiEncoderConfig, out: Path,
     budget = time_budget_callback(config.minutes)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
                                         evaluator=evaluator, callbacks=[budget, *callbacks])
-    return trainer, budget
+    return quiet(trainer, progress), budget
 
 
 __all__ = ["BiEncoderConfig", "load_base", "train_bi_encoder", "training_dataset"]

@@ -33,7 +33,7 @@ from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraErro
 from retrievo.train.data import DEFAULT_NEGATIVES, NegativePlan, Prepared, build_lists, prepare
 from retrievo.train.manifest import base_model_identity, write_manifest
 from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, pick_device, prepare_checkpoints,
-                                resumed_step, sequential_batches, time_budget_callback, use_bf16)
+                                quiet, resumed_step, sequential_batches, time_budget_callback, use_bf16)
 
 LOSSES = ("listwise", "pointwise")
 DEFAULT_BASE = "all-MiniLM-L6-v2"
@@ -220,7 +220,7 @@ def _trainer(model, dataset, data: Prepared, config: CrossEncoderConfig, out: Pa
     budget = time_budget_callback(config.minutes)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
                                   callbacks=[budget, *callbacks])
-    return trainer, budget
+    return quiet(trainer, progress), budget
 
 
 __all__ = ["CrossEncoderConfig", "DEFAULT_BASE", "LOSSES", "dev_evaluator", "load_base", "resolve_base",

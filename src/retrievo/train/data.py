@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class NegativePlan:
             if tiers and tiers[-1].hi is None:
                 raise ConfigError(f"negatives: 'random' must come last in {text!r}")
             if m.group(1) is None:
-                tiers.append(Tier(lo, None, count))
+                tiers.append(Tier(0, None, count))
                 continue
             hi = int(m.group(1))
             if hi <= lo:
@@ -163,10 +164,28 @@ def mine_candidates(index: Any, queries: Queries, first_stage: str = "bm25", dep
     out: dict[str, list[str]] = {}
     batch = 256
     chunks = [queries.subset(queries.ids[i:i + batch]) for i in range(0, len(queries), batch)]
-    for chunk in _bar(chunks, progress, f"mining candidates ({first_stage})"):
-        for ranked in stage(chunk).drop_self_hits():
-            out[ranked.qid] = [str(d) for d in ranked.doc_ids.tolist()[:depth]]
+    with _torch_threads_kept():
+        for chunk in _bar(chunks, progress, f"mining candidates ({first_stage})"):
+            for ranked in stage(chunk).drop_self_hits():
+                out[ranked.qid] = [str(d) for d in ranked.doc_ids.tolist()[:depth]]
     return out
+
+
+@contextmanager
+def _torch_threads_kept():
+    """Keep torch's thread count across a first-stage search: numba's OpenMP threading
+    layer sets the OpenMP thread count that torch shares, so a trainer asked to run on one
+    thread would otherwise train on all cores after mining (many times slower on a shared
+    machine, where threads spin against each other)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if before is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

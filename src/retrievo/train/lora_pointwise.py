@@ -35,8 +35,8 @@ from typing import Any
 from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraError
 from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
 from retrievo.train.manifest import write_manifest
-from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, prepare_checkpoints, resumed_step,
-                                time_budget_callback)
+from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, prepare_checkpoints, quiet,
+                                resumed_step, time_budget_callback)
 
 LOSSES = ("listwise", "pointwise")
 
@@ -331,7 +331,7 @@ def _trainer(model, scorer: Scorer, dataset, data: Prepared, config: LoraConfig,
     trainer = YesNoTrainer(model=model, args=args, train_dataset=dataset,
                            eval_dataset=dataset.select(range(1)) if selecting else None,
                            data_collator=collate(scorer.llm.pad_id), callbacks=[budget, *callbacks])
-    return trainer, budget
+    return quiet(trainer, progress), budget
 
 
 __all__ = ["LoraConfig", "Scorer", "dev_ndcg", "train_lora_pointwise", "training_dataset"]

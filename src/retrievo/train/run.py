@@ -67,6 +67,16 @@ def time_budget_callback(minutes: float | None):
     return TimeBudget()
 
 
+def quiet(trainer: Any, progress: bool) -> Any:
+    """Without progress bars the Hugging Face trainer prints every log line to stdout
+    instead; keep stdout for the caller's own output (``--json``)."""
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def prepare_checkpoints(out: Path, plan: Mapping[str, Any], restart: bool) -> bool:
     """Make ``OUT/checkpoints`` ready; True when a previous run of the same plan left a
     checkpoint to resume from."""
@@ -163,4 +173,4 @@ def best_step(trainer: Any) -> int | None:
 
 
 __all__ = ["CHECKPOINTS", "Outcome", "best_step", "check_tokenizer", "finish", "pick_device",
-           "prepare_checkpoints", "resumed_step", "sequential_batches", "time_budget_callback", "use_bf16"]
+           "prepare_checkpoints", "quiet", "resumed_step", "sequential_batches", "time_budget_callback", "use_bf16"]
