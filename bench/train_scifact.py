@@ -16,13 +16,18 @@ and ``train_minutes``; with several seeds ``ndcg@10`` is the mean and
 ``cross_encoder_fused``  the same candidates, scored ``w * z(cross-encoder) + (1 - w) *
                          z(BM25)`` with per-query z-scores; ``w`` (grid 0, 0.05, ..., 1) is
                          the best on the dev split the trainer carved from *train*, never on test.
-``dense_base``           all-MiniLM-L6-v2, exact search (``dense``) over the whole corpus.
-``dense_trained``        the same after ``retrievo train bi-encoder`` (multiple-negatives
-                         ranking loss, in-batch + one BM25 negative from the top 30).
-``zero_shot_pointwise``  BM25 top ``--lora-depth`` (default 20) >> pointwise(model=smollm2),
-                         passages truncated to 96 tokens, fp32.
+``dense_base``           all-MiniLM-L6-v2, exact search (``dense``) over the whole corpus, texts
+                         cut to ``--dense-max-length`` tokens (default 256, the model's own).
+``dense_trained``        the same after ``retrievo train bi-encoder`` at that length
+                         (multiple-negatives ranking loss, in-batch + one BM25 negative from
+                         the top 30, one epoch).
+``zero_shot_pointwise``  BM25 top ``--lora-depth`` (default 10) >> pointwise(model=smollm2),
+                         passages truncated to 96 tokens, fp32, on the first ``--lora-queries``
+                         test queries (default 30: one LLM pass per candidate is slow on CPUs);
+                         ``bm25_same_queries`` is BM25 on that subset.
 ``lora_pointwise``       the same reranker with the LoRA adapter ``retrievo train
-                         lora-pointwise`` trains (300 lists of 1 positive + 3 negatives).
+                         lora-pointwise`` trains (``--lora-lists`` lists, default 60, of one
+                         positive + 2 negatives from BM25's top 20 + 1 from ranks 21-100).
 
 Every training run gets ``--minutes`` (default 30) at most; the trainers stop at the
 first step past it. Threads: ``--threads`` (default 2) for torch. The exact command is
@@ -76,8 +81,11 @@ def zscore_fuse(first, second, weight: float):
     return Rankings.from_lists(first.queries, lists)
 
 
-def summarise(values: list[float], minutes: list[float], extra: dict | None = None) -> dict:
-    row = {"ndcg@10": round(statistics.fmean(values), 4), "train_minutes": round(statistics.fmean(minutes), 1)}
+def summarise(values: list[float], runs: list[tuple[float, float]], extra: dict | None = None) -> dict:
+    """Mean (and spread over seeds) of nDCG@10; wall and CPU minutes of the training runs."""
+    row = {"ndcg@10": round(statistics.fmean(values), 4),
+           "train_minutes": round(statistics.fmean(m for m, _ in runs), 1),
+           "train_cpu_minutes": round(statistics.fmean(c for _, c in runs), 1)}
     if len(values) > 1:
         row.update({"ndcg@10_per_seed": values, "ndcg@10_std": round(statistics.stdev(values), 4),
                     "ndcg@10_min": min(values), "ndcg@10_max": max(values)})
@@ -120,17 +128,20 @@ class Bench:
         qrels = self.data.qrels(manifest["data"]["split"]).subset(dev)
         return judged.queries.subset(dev), qrels
 
-    def trained(self, folder: Path, train) -> tuple[Path, float]:
-        """Train into ``folder`` (or reuse a finished model there with --reuse); minutes taken."""
+    def trained(self, folder: Path, train) -> tuple[Path, tuple[float, float]]:
+        """Train into ``folder`` (or reuse a finished model there with --reuse); the wall and
+        CPU minutes the training took."""
         from retrievo.train.manifest import read_manifest
 
         manifest = read_manifest(folder) if self.args.reuse else None
         self.threads()
         if manifest is None:
-            outcome = train(folder)
-            return folder, outcome.seconds / 60
-        log(f"  reusing {folder}")
-        return folder, manifest["outcome"]["seconds"] / 60
+            train(folder)
+            manifest = read_manifest(folder)
+        else:
+            log(f"  reusing {folder}")
+        outcome = manifest["outcome"]
+        return folder, (outcome["seconds"] / 60, outcome.get("cpu_seconds", 0.0) / 60)
 
     # ------------------------------------------------------------------ cross-encoder
     def cross_encoder(self, seeds: list[int]) -> dict:
@@ -158,7 +169,7 @@ class Bench:
             fused.append(ndcg(zscore_fuse(self.bm25_test, ce_test, w), self.test_qrels))
             minutes.append(took)
             weights.append(w)
-            log(f"  seed {seed}: pure {pure[-1]}, fused {fused[-1]} (w={w}), {took:.1f} min")
+            log(f"  seed {seed}: pure {pure[-1]}, fused {fused[-1]} (w={w}), {took[0]:.1f} min")
         return {"cross_encoder": summarise(pure, minutes),
                 "cross_encoder_fused": summarise(fused, minutes, {"weights": weights})}
 
@@ -166,22 +177,24 @@ class Bench:
     def dense(self, seeds: list[int]) -> dict:
         from retrievo.train.bi_encoder import BiEncoderConfig, train_bi_encoder
 
+        length = self.args.dense_max_length
+
         def dense_ndcg(model: str | None) -> float:
-            spec = "dense(k=100)" if model is None else f"dense(model='{model}', k=100)"
+            spec = f"dense(model='{model or 'all-MiniLM-L6-v2'}?max_length={length}', k=100)"
             self.threads()
             return ndcg(self.parse(spec)(self.test_queries), self.test_qrels)
 
-        log("dense, base all-MiniLM-L6-v2 ...")
+        log(f"dense, base all-MiniLM-L6-v2 (max_length {length}) ...")
         results = {"dense_base": {"ndcg@10": dense_ndcg(None), "train_minutes": 0.0}}
         scores, minutes = [], []
         for seed in seeds:
-            config = BiEncoderConfig(seed=seed, minutes=self.args.minutes)
+            config = BiEncoderConfig(seed=seed, minutes=self.args.minutes, max_length=length)
             log(f"bi-encoder, seed {seed}: training ...")
             folder, took = self.trained(self.models / f"bi-encoder-seed{seed}", lambda out: train_bi_encoder(
                 self.args.data_dir, out, config=config, index=self.index, restart=True, progress=self.args.progress))
             scores.append(dense_ndcg(str(folder)))
             minutes.append(took)
-            log(f"  seed {seed}: {scores[-1]}, {took:.1f} min")
+            log(f"  seed {seed}: {scores[-1]}, {took[0]:.1f} min")
         results["dense_trained"] = summarise(scores, minutes)
         return results
 
@@ -190,27 +203,32 @@ class Bench:
         from retrievo.train.lora_pointwise import LoraConfig, train_lora_pointwise
 
         depth = self.args.lora_depth
-        first = self.bm25_test.cut(depth)
+        qids = self.test_queries.ids[:self.args.lora_queries] if self.args.lora_queries else self.test_queries.ids
+        first = self.bm25_test.subset(qids).cut(depth)
+        qrels = self.test_qrels.subset(qids)
+        subset = {"depth": depth, "queries": len(qids), "bm25_same_queries": ndcg(first, qrels)}
 
         def pointwise(model: str) -> float:
             stage = self.parse(f"pointwise(model='{model}', max_passage_tokens={LoraConfig.max_passage_tokens})")
+            self.threads()
             start = time.perf_counter()
-            score = ndcg(stage(first), self.test_qrels)
-            log(f"  {model}: {score} ({(time.perf_counter() - start) / len(self.test_queries):.2f} s/query)")
+            score = ndcg(stage(first), qrels)
+            log(f"  {model}: {score} ({(time.perf_counter() - start) / len(qids):.2f} s/query)")
             return score
 
         base = f"smollm2?dtype=fp32&threads={self.args.threads}"
-        log(f"pointwise zero-shot, BM25 top {depth} ...")
-        results = {"zero_shot_pointwise": {"ndcg@10": pointwise(base), "train_minutes": 0.0, "depth": depth}}
+        log(f"pointwise zero-shot, BM25 top {depth} of {len(qids)} test queries ...")
+        results = {"zero_shot_pointwise": {"ndcg@10": pointwise(base), "train_minutes": 0.0, **subset}}
         scores, minutes = [], []
         for seed in seeds:
-            config = LoraConfig(seed=seed, minutes=self.args.minutes)
+            config = LoraConfig(seed=seed, minutes=self.args.minutes, lists=self.args.lora_lists,
+                                dev_queries=10, evaluations=1)
             log(f"LoRA pointwise, seed {seed}: training ...")
             folder, took = self.trained(self.models / f"lora-pointwise-seed{seed}", lambda out: train_lora_pointwise(
                 self.args.data_dir, out, config=config, index=self.index, restart=True, progress=self.args.progress))
             scores.append(pointwise(f"{base}&adapter={folder}"))
             minutes.append(took)
-        results["lora_pointwise"] = summarise(scores, minutes, {"depth": depth})
+        results["lora_pointwise"] = summarise(scores, minutes, subset)
         return results
 
 
@@ -225,8 +243,13 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=100, help="BM25 candidates the cross-encoder reranks (default 100)")
     ap.add_argument("--dev-depth", type=int, default=30, help="BM25 candidates of the dev queries the fusion "
                     "weight is chosen on (default 30)")
-    ap.add_argument("--lora-depth", type=int, default=20, help="BM25 candidates the pointwise LLM reranks "
-                    "(default 20)")
+    ap.add_argument("--lora-depth", type=int, default=10, help="BM25 candidates the pointwise LLM reranks "
+                    "(default 10)")
+    ap.add_argument("--dense-max-length", type=int, default=256, help="tokens per text for the dense rows, base "
+                    "and trained alike, and for bi-encoder training (default 256, the model's own)")
+    ap.add_argument("--lora-queries", type=int, default=30, help="first N test queries for the pointwise rows "
+                    "(default 30; 0: all 300); an LLM pass per candidate is slow on CPUs")
+    ap.add_argument("--lora-lists", type=int, default=60, help="LoRA training lists (default 60)")
     ap.add_argument("--models", default="", help="folder for the trained models (default: a temporary one)")
     ap.add_argument("--reuse", action="store_true", help="evaluate models already finished in --models")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

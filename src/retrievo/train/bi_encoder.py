@@ -159,7 +159,7 @@ def train_bi_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, spl
     ``out`` with its manifest; resumes from ``out``'s checkpoints like every trainer."""
     _require_training()
     config.check()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     out = Path(out)
     plan_neg = NegativePlan.parse(config.negatives)
     data = prepare(data_dir, split, first_stage=config.first_stage, depth=max(plan_neg.depth, DEV_DEPTH),
@@ -178,7 +178,8 @@ def train_bi_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, spl
     best = trainer.state.best_metric
     model.save(str(out))
     outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started, budget.stopped,
-                      None if best is None else float(best), best_step(trainer), from_step, n_examples)
+                      None if best is None else float(best), best_step(trainer), from_step, n_examples,
+                      time.process_time() - cpu_started)
     write_manifest(out, plan, {**outcome.as_dict(),
                                "dev_metric_name": f"nDCG@10 (dev, ranking the top {DEV_DEPTH} by cosine)"})
     finish(out, keep_checkpoints)

@@ -162,7 +162,7 @@ def train_cross_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     the same plan was interrupted (see :mod:`retrievo.train.run`)."""
     _require()
     config.check()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     out = Path(out)
     plan_neg = NegativePlan.parse(config.negatives)
     data = prepare(data_dir, split, first_stage=config.first_stage, depth=max(plan_neg.depth, config.dev_depth),
@@ -182,7 +182,8 @@ def train_cross_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     best = trainer.state.best_metric
     model.save_pretrained(str(out))
     outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started, budget.stopped,
-                      None if best is None else float(best), best_step(trainer), from_step, n_lists)
+                      None if best is None else float(best), best_step(trainer), from_step, n_lists,
+                      time.process_time() - cpu_started)
     write_manifest(out, plan, {**outcome.as_dict(), "dev_metric_name": "nDCG@10 (dev, reranking top "
                                                                       f"{config.dev_depth})"})
     finish(out, keep_checkpoints)

@@ -228,7 +228,7 @@ def train_lora_pointwise(data_dir: str | os.PathLike, out: str | os.PathLike, *,
     _require()
     config.check()
     _PROGRESS["on"] = progress
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     out = Path(out)
     plan_neg = NegativePlan.parse(config.negatives)
     from retrievo.llm.load import build_llm
@@ -256,7 +256,8 @@ def train_lora_pointwise(data_dir: str | os.PathLike, out: str | os.PathLike, *,
                                                   "base_name": config.base}, indent=1), encoding="utf-8")
     best = trainer.state.best_metric
     outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started, budget.stopped,
-                      None if best is None else float(best), best_step(trainer), from_step, n_lists)
+                      None if best is None else float(best), best_step(trainer), from_step, n_lists,
+                      time.process_time() - cpu_started)
     write_manifest(out, plan, {**outcome.as_dict(), "dev_metric_name": f"nDCG@10 (first {config.dev_queries} dev "
                                                                       f"queries, reranking the top {config.dev_depth})"})
     finish(out, keep_checkpoints)

@@ -150,9 +150,13 @@ class Outcome:
     best_checkpoint_step: int | None
     resumed_from_step: int | None
     examples: int
+    #: CPU seconds of this process over the run (all threads): on a shared machine the
+    #: wall time says how busy it was, this says what the training cost
+    cpu_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "seconds": round(self.seconds, 1), "stopped_by_budget": self.stopped_by_budget,
+        return {"steps": self.steps, "seconds": round(self.seconds, 1), "cpu_seconds": round(self.cpu_seconds, 1),
+                "stopped_by_budget": self.stopped_by_budget,
                 "dev_metric": self.dev_metric, "best_checkpoint_step": self.best_checkpoint_step,
                 "resumed_from_step": self.resumed_from_step, "training_examples": self.examples}
 
