@@ -335,6 +335,27 @@ def test_lora_adapter_loads_beside_its_base_and_scores_as_trained(lora_adapter, 
     assert np.allclose(scores, tuned[0].scores, atol=1e-4)
 
 
+def test_lora_training_resumes_after_an_interruption_to_the_same_adapter(lora_adapter, tiny_beir, tiny_index,
+                                                                         tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from retrievo.train.lora_pointwise import train_lora_pointwise
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("simulated interruption after the first checkpoint")
+
+    full, _, config = lora_adapter
+    out = tmp_path / "adapter"
+    with pytest.raises(KeyboardInterrupt):
+        train_lora_pointwise(tiny_beir, out, config=config, index=tiny_index, progress=False, callbacks=(Crash(),))
+    outcome = train_lora_pointwise(tiny_beir, out, config=config, index=tiny_index, progress=False)
+    assert outcome.resumed_from_step == 2 and outcome.steps == 4
+    assert same_weights(load_file(str(full / "adapter_model.safetensors")),
+                        load_file(str(out / "adapter_model.safetensors")))
+
+
 def test_adapter_on_another_base_or_tokenizer_is_refused(lora_adapter, tmp_path):
     from retrievo.llm.load import build_llm
 
