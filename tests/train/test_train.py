@@ -238,6 +238,20 @@ def test_pointwise_loss_and_curriculum_train_too(tiny_beir, tiny_index, tiny_ber
     assert manifest["data"]["dev_queries"] == 3 and manifest["hyperparameters"]["curriculum"] is True
 
 
+def test_one_hot_listwise_target_trains_another_model(uninterrupted, tiny_beir, tiny_index, tiny_bert, tmp_path):
+    from retrievo.train.cross_encoder import train_cross_encoder, training_dataset
+    from retrievo.train.data import prepare
+
+    config = tiny_ce_config(tiny_bert, positive_label=10.0)
+    data = prepare(tiny_beir, "train", depth=5, dev_fraction=0.0, index=tiny_index, progress=False)
+    dataset, _ = training_dataset(data, config)
+    assert all(labels[0] == 10.0 and not any(labels[1:]) for labels in dataset["labels"])
+    train_cross_encoder(tiny_beir, tmp_path / "onehot", config=config, index=tiny_index, progress=False)
+    assert not same_weights(weights(uninterrupted[0]), weights(tmp_path / "onehot"))
+    with pytest.raises(ConfigError):
+        tiny_ce_config(tiny_bert, positive_label=0.0).check()
+
+
 def test_time_budget_stops_the_run(tiny_beir, tiny_index, tiny_bert, tmp_path):
     from retrievo.train.cross_encoder import train_cross_encoder
 

