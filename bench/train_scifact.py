@@ -30,8 +30,9 @@ and ``train_minutes``; with several seeds ``ndcg@10`` is the mean and
                          positive + 2 negatives from BM25's top 20 + 1 from ranks 21-100).
 
 Every training run gets ``--minutes`` (default 30) at most; the trainers stop at the
-first step past it. Threads: ``--threads`` (default 2) for torch. The exact command is
-printed first.
+first step past it. Threads: ``--threads`` (default 2) for torch. ``--reuse`` evaluates models already trained in
+``--models``; ``--test-slice START:STOP`` evaluates a slice of the test queries (to split a
+long evaluation across processes). The exact command is printed first.
 """
 
 from __future__ import annotations
@@ -103,7 +104,12 @@ class Bench:
         self.args = args
         self.data = BeirDataset(args.data_dir)
         self.test_queries = self.data.queries("test")
-        self.test_qrels = self.data.qrels("test")
+        if args.test_slice:
+            lo, _, hi = args.test_slice.partition(":")
+            ids = self.test_queries.ids[int(lo or 0):int(hi) if hi else None]
+            self.test_queries = self.test_queries.subset(ids)
+            log(f"test queries {args.test_slice}: {len(ids)} of {len(self.data.queries('test'))}")
+        self.test_qrels = self.data.qrels("test").subset(self.test_queries.ids)
         log("indexing the corpus (BM25, stored documents) ...")
         self.index = open_index(args.data_dir, None, progress=False)
         self.parse = lambda spec: parse(spec, {"index": self.index})
@@ -250,6 +256,9 @@ def main() -> None:
     ap.add_argument("--lora-queries", type=int, default=30, help="first N test queries for the pointwise rows "
                     "(default 30; 0: all 300); an LLM pass per candidate is slow on CPUs")
     ap.add_argument("--lora-lists", type=int, default=60, help="LoRA training lists (default 60)")
+    ap.add_argument("--test-slice", default="", help="START:STOP: only these test queries (queries.jsonl order), "
+                    "to split a long evaluation across processes; every row averages over the slice, so the "
+                    "slices' values weighted by their query counts give the full mean")
     ap.add_argument("--models", default="", help="folder for the trained models (default: a temporary one)")
     ap.add_argument("--reuse", action="store_true", help="evaluate models already finished in --models")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
