@@ -75,7 +75,8 @@ def cross_encoder_cmd(
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep OUT/checkpoints afterwards."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the outcome."),
 ) -> None:
-    """Train a cross-encoder reranker; use it as `bm25 % 100 >> cross_encoder(model=OUT)`."""
+    """Train a cross-encoder reranker; use it as `bm25 % 100 >> cross_encoder(model=OUT, max_length=128)` (the
+    length it was trained with)."""
     try:
         from retrievo.train.cross_encoder import CrossEncoderConfig, train_cross_encoder
 
