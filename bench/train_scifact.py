@@ -161,15 +161,19 @@ class Bench:
             folder, took = self.trained(self.models / f"cross-encoder-seed{seed}", lambda out: train_cross_encoder(
                 self.args.data_dir, out, config=config, index=self.index, restart=True, progress=self.args.progress))
             stage = self.parse(f"cross_encoder(model='{folder}', max_length={config.max_length}, batch_size=64)")
-            manifest = read_manifest(folder)
-            dev_q, dev_qrels = self.dev_split(manifest)
-            bm25_dev = self.parse(f"bm25 % {self.args.dev_depth}")(dev_q)
-            self.threads()
-            ce_dev = stage(bm25_dev)
-            grid = [round(0.05 * i, 2) for i in range(21)]
-            on_dev = {w: ndcg(zscore_fuse(bm25_dev, ce_dev, w), dev_qrels) for w in grid}
-            w = max(grid, key=lambda g: (on_dev[g], -abs(g - 0.5)))
-            log(f"  dev nDCG@10 by weight: {on_dev}; chosen w={w}")
+            if self.args.fusion_weight is None:
+                manifest = read_manifest(folder)
+                dev_q, dev_qrels = self.dev_split(manifest)
+                bm25_dev = self.parse(f"bm25 % {self.args.dev_depth}")(dev_q)
+                self.threads()
+                ce_dev = stage(bm25_dev)
+                grid = [round(0.05 * i, 2) for i in range(21)]
+                on_dev = {w: ndcg(zscore_fuse(bm25_dev, ce_dev, w), dev_qrels) for w in grid}
+                w = max(grid, key=lambda g: (on_dev[g], -abs(g - 0.5)))
+                log(f"  dev nDCG@10 by weight: {on_dev}; chosen w={w}")
+            else:
+                w = self.args.fusion_weight
+                log(f"  fusion weight {w} as given (--fusion-weight)")
             ce_test = stage(self.bm25_test)
             pure.append(ndcg(ce_test, self.test_qrels))
             fused.append(ndcg(zscore_fuse(self.bm25_test, ce_test, w), self.test_qrels))
@@ -259,6 +263,9 @@ def main() -> None:
     ap.add_argument("--test-slice", default="", help="START:STOP: only these test queries (queries.jsonl order), "
                     "to split a long evaluation across processes; every row averages over the slice, so the "
                     "slices' values weighted by their query counts give the full mean")
+    ap.add_argument("--fusion-weight", type=float, default=None, help="use this cross-encoder weight instead of "
+                    "choosing one on dev (the weight an earlier run of the same model chose on dev, when a long "
+                    "evaluation is split across processes)")
     ap.add_argument("--models", default="", help="folder for the trained models (default: a temporary one)")
     ap.add_argument("--reuse", action="store_true", help="evaluate models already finished in --models")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
