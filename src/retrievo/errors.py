@@ -126,6 +126,23 @@ class EmptyDocumentError(DataFormatError):
     give it no terms or no token vectors)."""
 
 
+class TokenizerMismatchError(ModelMismatchError):
+    """A tokenizer that does not belong to the model it is paired with (ids beyond the
+    model's vocabulary, or another vocabulary than the one a checkpoint or adapter was
+    trained with): every score would be computed on the wrong tokens, so it is refused."""
+
+
+class AdapterMismatchError(ModelMismatchError):
+    """A LoRA adapter (or a training checkpoint) loaded beside another base model than the
+    one it was trained on: its weight deltas only mean something on that base."""
+
+
+class EmptyTrainingSetError(ConfigError):
+    """Training was asked for with nothing to learn from: no judged query with a positive
+    document left in the training split (after the dev split was carved out), or no
+    negative to contrast it with."""
+
+
 class DocumentTooLongError(ConfigError):
     """A document is longer than the encoder's token limit and the stage was told not to
     truncate it (``overflow=error``)."""
@@ -241,6 +258,9 @@ __all__ = [
     "ModelMismatchError",
     "DimensionMismatchError",
     "VocabularyMismatchError",
+    "TokenizerMismatchError",
+    "AdapterMismatchError",
+    "EmptyTrainingSetError",
     "EmptyDocumentError",
     "DocumentTooLongError",
     "EvaluationError",

@@ -627,6 +627,10 @@ from retrievo.cli import rag as _rag  # noqa: E402  (question answering: ask, ra
 app.command("ask")(_rag.ask_cmd)
 app.command("rag-eval")(_rag.rag_eval_cmd)
 
+from retrievo.cli.train import register as _register_train  # noqa: E402  (train cross-encoder|bi-encoder|lora-pointwise)
+
+_register_train(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

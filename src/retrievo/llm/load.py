@@ -20,7 +20,8 @@ a hub name            ``org/model[@revision]``, downloaded by transformers (need
 
 Options in the spec or as keyword arguments go to the backend's constructor (``dtype``,
 ``device``, ``max_batch``, ``context_length``, ``prefix_reuse_min``, ``threads`` for local models;
-``model``, ``api_key``, ``timeout``, ``max_retries``, ``backoff``, ``concurrency``,
+``adapter`` for a LoRA adapter folder merged into a local model, e.g.
+``smollm2?adapter=/models/lora``; ``model``, ``api_key``, ``timeout``, ``max_retries``, ``backoff``, ``concurrency``,
 ``top_logprobs``, ``prefix_mode``, ``tokenize``, ``context_length``, ``max_batch`` for
 HTTP). An unknown option is a :class:`~retrievo.errors.ConfigError`.
 """
@@ -45,7 +46,7 @@ from retrievo.llm.base import LLM
 DEFAULT_LLM = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCAL_OPTIONS = ("dtype", "device", "context_length", "max_batch", "prefix_reuse_min", "trust_remote_code",
-                 "gguf_file", "threads")
+                 "gguf_file", "threads", "adapter")
 HTTP_OPTIONS = ("model", "api_key", "timeout", "max_retries", "backoff", "concurrency", "top_logprobs",
                 "prefix_mode", "tokenize", "context_length", "max_batch")
 

@@ -22,6 +22,14 @@ Options (keyword arguments, or ``?key=value`` in a model spec given to
 ``max_batch``   prompts per batched forward pass (default 8).
 ``prefix_reuse_min``  shortest shared token prefix (default 32) worth running once and
                 reusing through its KV cache (see below); ``0`` turns reuse off.
+``adapter``     a LoRA adapter folder (peft) to apply to the base model, e.g. one written by
+                ``retrievo train lora-pointwise``: ``smollm2?adapter=/models/lora``. Its
+                weights are merged into the base once at load time (same numbers as running
+                the adapter beside it, no per-call overhead). An adapter that records the
+                base and tokenizer it was trained with (``retrievo-adapter.json``) is refused
+                on another base (:class:`~retrievo.errors.AdapterMismatchError`) or another
+                tokenizer (:class:`~retrievo.errors.TokenizerMismatchError`); the backend's
+                identity names the adapter's content hash, so cached responses never mix.
 ``threads``     torch's CPU threads (process-wide: ``torch.set_num_threads``); default: leave
                 torch's choice. On a machine whose cores other processes share, 1 thread can
                 be many times faster than 2 spinning against each other (measured: 20x
@@ -59,11 +67,14 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, ContextLengthError, LLMError, MissingExtraError, ModelNotFoundError
+from retrievo.errors import (AdapterMismatchError, ConfigError, ContextLengthError, LLMError, MissingExtraError,
+                             ModelNotFoundError, TokenizerMismatchError)
 from retrievo.llm.base import CAPABILITIES, LLM, Completion, GenerationParams, Prompt, Scored, as_prompt
 
 DTYPES = ("auto", "fp32", "bf16")
 DEQUANTISED_MARKER = "retrievo-dequantised.json"
+#: what an adapter folder records about the base it was trained on (written by the trainer)
+ADAPTER_MARKER = "retrievo-adapter.json"
 _CHUNK = 1 << 20
 _MARK = "\u2063RETRIEVO-CONTENT\u2063"  # placeholder that no chat template alters
 
@@ -156,6 +167,43 @@ def _gguf_parsed_once():
                 gguf.get_tensor_name_map = name_map_fn
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """``sha256:<hex>`` of a tokenizer's vocabulary (token → id, added tokens included):
+    equal for the same tokenizer wherever it was loaded from, different for another one."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return "sha256:" + hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def attach_adapter(model: Any, tokenizer: Any, adapter: str | os.PathLike, base_identity: str) -> tuple[Any, str]:
+    """``model`` with the LoRA adapter in folder ``adapter`` merged into its weights, and
+    the adapter's content hash. Checks first what the adapter recorded about its base
+    (:data:`ADAPTER_MARKER`): another base model or tokenizer is refused."""
+    from retrievo.models.spec import ModelSpec
+
+    folder = Path(os.fspath(adapter)).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"{str(folder)!r} is not a LoRA adapter folder (no adapter_config.json)")
+    marker = folder / ADAPTER_MARKER
+    if marker.is_file():
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+        if recorded.get("tokenizer") and recorded["tokenizer"] != tokenizer_fingerprint(tokenizer):
+            raise TokenizerMismatchError(f"the adapter {str(folder)!r} was trained with tokenizer "
+                                         f"{recorded['tokenizer']}, this model's is {tokenizer_fingerprint(tokenizer)}")
+        if recorded.get("base_model") and recorded["base_model"] != base_identity:
+            raise AdapterMismatchError(f"the adapter {str(folder)!r} was trained on base model "
+                                       f"{recorded['base_model']}, not on {base_identity}")
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise MissingExtraError(f"LoRA adapters need peft ({exc}); install it with `pip install 'retrievo[train]'`") \
+            from exc
+    try:
+        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as exc:  # shapes or module names of another architecture
+        raise AdapterMismatchError(f"the adapter {str(folder)!r} does not fit this base model ({exc})") from exc
+    return merged, ModelSpec(str(folder)).identity()
+
+
 @dataclass
 class TokenInfo:
     """One generated (or scored) token: its id, text, log-probability and the top
@@ -182,7 +230,7 @@ class TransformersLLM(LLM):
                  dtype: str = "auto", device: str = "auto", context_length: int | None = None,
                  max_batch: int = 8, prefix_reuse_min: int = 32, trust_remote_code: bool = False,
                  threads: int | None = None, cache: Any = None, identity: str | None = None,
-                 gguf_sha256: str | None = None):
+                 gguf_sha256: str | None = None, adapter: str | os.PathLike | None = None):
         torch = _require_torch()
         if threads is not None:
             if int(threads) < 1:
@@ -231,6 +279,11 @@ class TransformersLLM(LLM):
                 base_identity = ModelSpec(name, revision).identity()
             else:
                 base_identity = identity
+        #: the base weights' identity (without dtype or adapter): what an adapter records
+        self.base_identity = base_identity
+        if adapter is not None and str(adapter):
+            mdl, adapter_identity = attach_adapter(mdl, tok, adapter, base_identity)
+            base_identity = f"{base_identity}+lora:{adapter_identity}"
         self.load_seconds = time.perf_counter() - start
         self._setup(mdl, tok, context_length)
         LLM.__init__(self, identity or f"{base_identity}?dtype={self.dtype_name}", cache)
@@ -247,6 +300,7 @@ class TransformersLLM(LLM):
         self.dtype_name = "fp32" if next(model.parameters()).dtype == torch.float32 else "bf16"
         self.max_batch, self.prefix_reuse_min, self.prefix_reuse_count = int(max_batch), int(prefix_reuse_min), 0
         self.load_seconds, self.loaded_from_cache = 0.0, False
+        self.base_identity = identity
         self._setup(model, tokenizer, context_length)
         LLM.__init__(self, identity, cache)
         return self

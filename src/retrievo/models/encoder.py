@@ -64,8 +64,10 @@ DTYPES = ("auto", "fp32", "bf16")
 #: options that change the vectors (recorded in the identity); batch_size changes speed only
 OUTPUT_OPTIONS = ("dtype", "pooling", "normalize", "max_length", "query_prefix", "doc_prefix", "backend", "quantize")
 _KNOWN_OPTIONS = (*OUTPUT_OPTIONS, "batch_size", "device", "threads")
-_ST_MODULES = {"sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
-               "sentence_transformers.models.Normalize"}
+#: sentence-transformers module classes this encoder reproduces, by class name: the module
+#: path a folder records moved between versions (``sentence_transformers.models.Pooling``,
+#: ``sentence_transformers.sentence_transformer.modules.pooling.Pooling`` since 6.x)
+_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
 DEFAULT_CHUNK = 4096  # texts encoded (and sorted by length) between two checkpoints on disk
 
 
@@ -140,7 +142,10 @@ def sentence_transformers_config(folder: Path) -> dict[str, Any]:
         for m in modules:
             if m.get("type", "").endswith(".Pooling"):
                 cfg = _read_json(folder / m.get("path", "") / "config.json") or {}
-                if cfg.get("pooling_mode_cls_token"):
+                mode = cfg.get("pooling_mode")  # the one-key form sentence-transformers 6.x writes
+                if isinstance(mode, str):
+                    out["pooling"] = {"mean": "mean", "cls": "cls", "lasttoken": "last"}.get(mode, "unsupported")
+                elif cfg.get("pooling_mode_cls_token"):
                     out["pooling"] = "cls"
                 elif cfg.get("pooling_mode_lasttoken"):
                     out["pooling"] = "last"
@@ -246,7 +251,8 @@ class Encoder:
             raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}"
                               + (" (the model's own pooling is not one this encoder implements)"
                                  if "pooling" not in opts else ""))
-        extra = [t for t in st.get("modules", []) if t not in _ST_MODULES]
+        extra = [t for t in st.get("modules", [])
+                 if not (t.startswith("sentence_transformers.") and t.rsplit(".", 1)[-1] in _ST_MODULES)]
         if extra:
             raise ConfigError(f"{spec.name} is a sentence-transformers pipeline with module(s) {extra} that this "
                               "encoder does not reproduce (it runs Transformer + Pooling + Normalize)")
