@@ -22,7 +22,6 @@ manifest describes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from retrievo.errors import AdapterMismatchError, ConfigError
+from retrievo.llm.transformers_backend import file_sha256
 
 MANIFEST_NAME = "retrievo-training.json"
 PLAN_NAME = "retrievo-training-plan.json"
@@ -39,16 +39,6 @@ FORMAT = 1
 #: packages whose versions can change what a trainer produces
 LIBRARIES = ("retrievo", "torch", "transformers", "sentence-transformers", "peft", "datasets", "accelerate",
              "numpy", "tokenizers", "safetensors")
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def data_identity(files: Mapping[str, str | os.PathLike]) -> dict[str, str]:
