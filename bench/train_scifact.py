@@ -114,16 +114,8 @@ class Bench:
         self.index = open_index(args.data_dir, None, progress=False)
         self.parse = lambda spec: parse(spec, {"index": self.index})
         self.bm25_test = self.parse(f"bm25 % {args.depth}")(self.test_queries)
-        self.threads()
         self.models = Path(args.models)
         self.models.mkdir(parents=True, exist_ok=True)
-
-    def threads(self) -> None:
-        """Back to --threads: a BM25 search (numba's OpenMP layer) resets the OpenMP thread
-        count torch shares."""
-        import torch
-
-        torch.set_num_threads(self.args.threads)
 
     def dev_split(self, manifest: dict):
         from retrievo.train.data import carve_dev, load_judgments
@@ -140,7 +132,6 @@ class Bench:
         from retrievo.train.manifest import read_manifest
 
         manifest = read_manifest(folder) if self.args.reuse else None
-        self.threads()
         if manifest is None:
             train(folder)
             manifest = read_manifest(folder)
@@ -165,7 +156,6 @@ class Bench:
                 manifest = read_manifest(folder)
                 dev_q, dev_qrels = self.dev_split(manifest)
                 bm25_dev = self.parse(f"bm25 % {self.args.dev_depth}")(dev_q)
-                self.threads()
                 ce_dev = stage(bm25_dev)
                 grid = [round(0.05 * i, 2) for i in range(21)]
                 on_dev = {w: ndcg(zscore_fuse(bm25_dev, ce_dev, w), dev_qrels) for w in grid}
@@ -191,7 +181,6 @@ class Bench:
 
         def dense_ndcg(model: str | None) -> float:
             spec = f"dense(model='{model or 'all-MiniLM-L6-v2'}?max_length={length}', k=100)"
-            self.threads()
             return ndcg(self.parse(spec)(self.test_queries), self.test_qrels)
 
         log(f"dense, base all-MiniLM-L6-v2 (max_length {length}) ...")
@@ -220,7 +209,6 @@ class Bench:
 
         def pointwise(model: str) -> float:
             stage = self.parse(f"pointwise(model='{model}', max_passage_tokens={LoraConfig.max_passage_tokens})")
-            self.threads()
             start = time.perf_counter()
             score = ndcg(stage(first), qrels)
             log(f"  {model}: {score} ({(time.perf_counter() - start) / len(qids):.2f} s/query)")

@@ -25,6 +25,7 @@ import contextlib
 import numpy as np
 from numba import njit, prange
 
+from retrievo.retrieve.openmp import torch_threads_kept
 from retrievo.retrieve.topk import _key_score, _order_key
 
 BLOCK_DOCS = 16384  # documents per matrix product: a 300-query block of 384-d fp32 stays ~20 MB
@@ -168,7 +169,9 @@ def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | N
                     block = vectors[b0:b0 + block_docs]
                     scores = np.ascontiguousarray(score(qb, block), dtype=np.float32)
                     if chunks > 1:
-                        _select_parallel(chunks, scores, base + b0, live_arr, use_live, id_rank, k, heaps, cnt)
+                        with torch_threads_kept():
+                            _select_parallel(chunks, scores, base + b0, live_arr, use_live, id_rank, k, heaps,
+                                             cnt)
                     else:
                         _select_rows(0, len(qg), scores, base + b0, live_arr, use_live, id_rank, k, heaps, cnt)
             _finish(heaps, cnt, by_rank, out_docs[g0:g0 + len(qg)], out_scores[g0:g0 + len(qg)])

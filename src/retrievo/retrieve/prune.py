@@ -58,6 +58,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from retrievo.retrieve.openmp import torch_threads_kept
 from retrievo.retrieve.topk import _key_score, _order_key, _top_k_sorted
 
 RANGE_DOCS = 4096  # documents per range: a float64 accumulator of 32 KB stays in L1/L2
@@ -380,8 +381,9 @@ def search_ranges(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
         _run_chunk(0, n_q, *args, work.ub[0], work.cnt[0], work.rlist[0], work.acc[0], work.mark[0],
                    work.touched[0], work.keys[0], work.tmp[0], work.hist[0], out_docs, out_scores, counts)
     else:
-        _run_parallel(threads, *args, work.ub, work.cnt, work.rlist, work.acc, work.mark, work.touched, work.keys,
-                      work.tmp, work.hist, out_docs, out_scores, counts)
+        with torch_threads_kept():
+            _run_parallel(threads, *args, work.ub, work.cnt, work.rlist, work.acc, work.mark, work.touched,
+                          work.keys, work.tmp, work.hist, out_docs, out_scores, counts)
     return out_docs, out_scores, counts
 
 

@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from retrievo.errors import ConfigError
 from retrievo.retrieve.exact import BLOCK_DOCS, score_numbers, search_blocks
+from retrievo.retrieve.openmp import torch_threads_kept
 
 CODES = ("int8", "binary")
 ENCODE_BLOCK = 65536
@@ -115,7 +116,8 @@ class Codes:
     def score(self, queries: np.ndarray, block: np.ndarray) -> np.ndarray:
         if self.kind == "binary":
             out = np.empty((queries.shape[0], block.shape[0]), dtype=np.float32)
-            _neg_hamming(queries, block, out)
+            with torch_threads_kept():
+                _neg_hamming(queries, block, out)
             return out
         return queries @ block.astype(np.float32).T
 

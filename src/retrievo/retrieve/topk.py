@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from retrievo.retrieve.openmp import torch_threads_kept
+
 _HEAP_RATIO = 16  # select with a heap when k is at most 1/16 of the touched documents
 
 
@@ -280,8 +282,9 @@ def search_postings(q_ptr: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarra
         _run_chunk(0, n_q, *args, work.acc[0], work.mark[0], work.touched[0], work.keys[0], work.tmp[0],
                    work.hist[0], out_docs, out_scores, counts)
     else:
-        _run_parallel(threads, *args, work.acc, work.mark, work.touched, work.keys, work.tmp,
-                      work.hist, out_docs, out_scores, counts)
+        with torch_threads_kept():
+            _run_parallel(threads, *args, work.acc, work.mark, work.touched, work.keys, work.tmp,
+                          work.hist, out_docs, out_scores, counts)
     return out_docs, out_scores, counts
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,28 +163,10 @@ def mine_candidates(index: Any, queries: Queries, first_stage: str = "bm25", dep
     out: dict[str, list[str]] = {}
     batch = 256
     chunks = [queries.subset(queries.ids[i:i + batch]) for i in range(0, len(queries), batch)]
-    with _torch_threads_kept():
-        for chunk in _bar(chunks, progress, f"mining candidates ({first_stage})"):
-            for ranked in stage(chunk).drop_self_hits():
-                out[ranked.qid] = [str(d) for d in ranked.doc_ids.tolist()[:depth]]
+    for chunk in _bar(chunks, progress, f"mining candidates ({first_stage})"):
+        for ranked in stage(chunk).drop_self_hits():
+            out[ranked.qid] = [str(d) for d in ranked.doc_ids.tolist()[:depth]]
     return out
-
-
-@contextmanager
-def _torch_threads_kept():
-    """Keep torch's thread count across a first-stage search: numba's OpenMP threading
-    layer sets the OpenMP thread count that torch shares, so a trainer asked to run on one
-    thread would otherwise train on all cores after mining (many times slower on a shared
-    machine, where threads spin against each other)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
-    try:
-        yield
-    finally:
-        if before is not None and torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
