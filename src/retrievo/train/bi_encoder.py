@@ -34,44 +34,31 @@ from retrievo.train.cross_encoder import DEFAULT_BASE, resolve_base
 from retrievo.train.cross_encoder import _require as _require_training
 from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
 from retrievo.train.manifest import base_model_identity, write_manifest
-from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, pick_device, prepare_checkpoints,
-                                quiet, resumed_step, sequential_batches, time_budget_callback, use_bf16)
+from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, pick_device,
+                                prepare_checkpoints, quiet, resumed_step, sequential_batches, time_budget_callback,
+                                use_bf16)
 
 DEV_DEPTH = 20
 
 
 @dataclass(frozen=True)
-class BiEncoderConfig:
+class BiEncoderConfig(TrainingConfig):
     """Hyperparameters of a bi-encoder run (all recorded in the manifest)."""
 
     base: str = DEFAULT_BASE
     negatives: str = "top30:1"
     teacher: str | None = None
-    curriculum: bool = False
-    epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 2e-5
-    warmup: float = 0.1
     max_length: int = 256
-    seed: int = 1
-    first_stage: str = "bm25"
-    dev_fraction: float = 0.1
-    dev_seed: int = 0
-    evaluations: int = 2
-    minutes: float | None = None
     dtype: str = "auto"
 
+    MINIMUMS = (("epochs", 1), ("batch_size", 2), ("max_length", 8), ("evaluations", 1))
+
     def check(self) -> None:
-        for name, low in (("epochs", 1), ("batch_size", 2), ("max_length", 8), ("evaluations", 1)):
-            if int(getattr(self, name)) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ConfigError(f"minutes must be > 0, got {self.minutes}")
+        super().check()
         if self.teacher is not None and not os.path.isdir(os.path.expanduser(self.teacher)):
             raise ConfigError(f"teacher {self.teacher!r} is not a folder (a trained cross-encoder)")
-        NegativePlan.parse(self.negatives)
 
 
 def load_base(name: str, max_length: int, seed: int) -> Any:

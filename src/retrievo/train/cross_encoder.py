@@ -34,52 +34,35 @@ from pathlib import Path
 from typing import Any
 
 from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraError
-from retrievo.train.data import DEFAULT_NEGATIVES, NegativePlan, Prepared, build_lists, prepare
+from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
 from retrievo.train.manifest import base_model_identity, write_manifest
-from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, pick_device, prepare_checkpoints,
-                                quiet, resumed_step, sequential_batches, time_budget_callback, use_bf16)
+from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, pick_device,
+                                prepare_checkpoints, quiet, resumed_step, sequential_batches, time_budget_callback,
+                                use_bf16)
 
 LOSSES = ("listwise", "pointwise")
 DEFAULT_BASE = "all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
-class CrossEncoderConfig:
+class CrossEncoderConfig(TrainingConfig):
     """Hyperparameters of a cross-encoder run (all recorded in the manifest)."""
 
     base: str = DEFAULT_BASE
     loss: str = "listwise"
     positive_label: float = 1.0
-    negatives: str = DEFAULT_NEGATIVES
-    curriculum: bool = False
-    epochs: int = 1
-    batch_size: int = 8
-    learning_rate: float = 5e-5
-    warmup: float = 0.1
     max_length: int = 128
-    seed: int = 1
-    first_stage: str = "bm25"
-    dev_fraction: float = 0.1
-    dev_seed: int = 0
     dev_depth: int = 20
-    evaluations: int = 2
-    minutes: float | None = None
     dtype: str = "auto"
+
+    MINIMUMS = TrainingConfig.MINIMUMS + (("max_length", 8), ("dev_depth", 1))
 
     def check(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("max_length", 8), ("dev_depth", 1),
-                          ("evaluations", 1)):
-            if int(getattr(self, name)) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.positive_label > 0:
             raise ConfigError(f"positive_label must be > 0, got {self.positive_label}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ConfigError(f"minutes must be > 0, got {self.minutes}")
-        NegativePlan.parse(self.negatives)
+        super().check()
 
 
 def resolve_base(name: str) -> str:

@@ -35,25 +35,22 @@ from typing import Any
 from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraError
 from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
 from retrievo.train.manifest import write_manifest
-from retrievo.train.run import (Outcome, best_step, check_tokenizer, finish, prepare_checkpoints, quiet,
+from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, prepare_checkpoints, quiet,
                                 resumed_step, time_budget_callback)
 
 LOSSES = ("listwise", "pointwise")
 
 
 @dataclass(frozen=True)
-class LoraConfig:
+class LoraConfig(TrainingConfig):
     """Hyperparameters of a LoRA pointwise run (all recorded in the manifest)."""
 
     base: str = "smollm2"
     loss: str = "listwise"
     negatives: str = "top20:2,top100:1"
-    curriculum: bool = False
     lists: int | None = 300
-    epochs: int = 1
     batch_size: int = 2
     learning_rate: float = 2e-4
-    warmup: float = 0.1
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -62,29 +59,18 @@ class LoraConfig:
     prompt: str = "pointwise_yes_no"
     yes: str = "Yes"
     no: str = "No"
-    seed: int = 1
-    first_stage: str = "bm25"
-    dev_fraction: float = 0.1
-    dev_seed: int = 0
     dev_queries: int = 20
     dev_depth: int = 10
-    evaluations: int = 2
-    minutes: float | None = None
+
+    MINIMUMS = TrainingConfig.MINIMUMS + (("rank", 1), ("alpha", 1), ("max_passage_tokens", 1), ("dev_queries", 1),
+                                          ("dev_depth", 1))
 
     def check(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("rank", 1), ("alpha", 1), ("max_passage_tokens", 1),
-                          ("dev_queries", 1), ("dev_depth", 1), ("evaluations", 1)):
-            if int(getattr(self, name)) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.lists is not None and self.lists < 1:
             raise ConfigError(f"lists must be >= 1 (or None for all), got {self.lists}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ConfigError(f"minutes must be > 0, got {self.minutes}")
-        NegativePlan.parse(self.negatives)
+        super().check()
 
 
 def _require():

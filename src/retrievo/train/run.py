@@ -28,13 +28,49 @@ import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 from typing import Any
 
 from retrievo.errors import ConfigError, TokenizerMismatchError
+from retrievo.train.data import DEFAULT_NEGATIVES, NegativePlan
 from retrievo.train.manifest import check_same_plan, write_plan
 
 CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What every trainer's hyperparameters share (each kind subclasses it with its own
+    defaults and fields; all of them are recorded in the manifest)."""
+
+    base: str = ""
+    negatives: str = DEFAULT_NEGATIVES
+    curriculum: bool = False
+    epochs: int = 1
+    batch_size: int = 8
+    learning_rate: float = 5e-5
+    warmup: float = 0.1
+    seed: int = 1
+    first_stage: str = "bm25"
+    dev_fraction: float = 0.1
+    dev_seed: int = 0
+    evaluations: int = 2
+    minutes: float | None = None
+
+    #: integer fields and their smallest allowed value (subclasses extend it)
+    MINIMUMS: ClassVar[tuple[tuple[str, int], ...]] = (("epochs", 1), ("batch_size", 1), ("evaluations", 1))
+
+    def check(self) -> None:
+        """Refuse bad values before any data is read or model loaded (``ConfigError``)."""
+        for name, low in self.MINIMUMS:
+            if int(getattr(self, name)) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError(f"minutes must be > 0, got {self.minutes}")
+        NegativePlan.parse(self.negatives)
 
 
 def sequential_batches(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
@@ -176,5 +212,5 @@ def best_step(trainer: Any) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-__all__ = ["CHECKPOINTS", "Outcome", "best_step", "check_tokenizer", "finish", "pick_device",
+__all__ = ["CHECKPOINTS", "Outcome", "TrainingConfig", "best_step", "check_tokenizer", "finish", "pick_device",
            "prepare_checkpoints", "quiet", "resumed_step", "sequential_batches", "time_budget_callback", "use_bf16"]
