@@ -10,15 +10,21 @@ documents — so each format writes only what is its own (postings, vectors).
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
-from retrievo.errors import UnknownIdError
+from retrievo.errors import CorruptIndexError, UnknownIdError
 from retrievo.index import lifecycle
+from retrievo.index.atomic import disk_full_named, fsync_dir, hash_bytes, save_array, tmp_sibling
 from retrievo.index.docstore import DocPart, DocStore
 from retrievo.types import Document
+
+T = TypeVar("T")
 
 
 class DocumentNumbering:
@@ -192,24 +198,50 @@ class DocumentNumbering:
     def _delete_published(self, doc_ids: Iterable[str], missing_ok: bool, source: str | None) -> int:
         """Tombstone ``doc_ids`` (optionally recording the ``source`` the index now
         matches) and, on disk, publish the new live bitmaps as one generation; returns how
-        many were deleted. Subclasses provide ``_restored_on_failure`` and ``_publish``."""
+        many were deleted."""
         targets = self._deletion_targets(doc_ids, missing_ok)
         if not targets and source is None:
             return 0
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             self._tombstone(targets)
             if source is not None:
                 self.info["source"] = source
             self._invalidate()
 
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._publish(txn)
+        self._change(apply)
         return len(targets)
+
+    # ------------------------------------------------------------------ one change
+    def _change(self, apply: Callable[[Path | None], T], *, fault: str | None = None,
+                publish: Callable[[T], bool] = lambda result: True) -> T:
+        """Make one change — ``apply(folder)`` — all or nothing, and return its result.
+
+        In memory (``folder`` None) the object's state is put back if ``apply`` fails. On
+        disk, inside a write transaction on the current generation: ``apply(path)`` (which
+        may write new files under it), then the parts it added in memory are written
+        (:meth:`_write_parts`), ``fault`` names a crash point for the fault tests, and the
+        new generation is published — unless ``publish(result)`` says nothing changed. A
+        failure anywhere restores the object and publishes nothing (the next writer's
+        garbage collection removes the unpublished files).
+
+        Subclasses provide ``_restored_on_failure`` (a context that undoes in-memory
+        changes on error) and ``_publish(txn)``."""
+        if self.path is None:
+            with self._restored_on_failure():
+                return apply(None)
+        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
+            result = apply(self.path)
+            if publish(result):
+                self._write_parts(self.path)
+                if fault is not None:
+                    lifecycle.fault_point(fault)
+                self._publish(txn)
+        return result
+
+    def _write_parts(self, folder: Path) -> None:
+        """Write the parts a change added in memory under ``folder`` (indexes that write
+        while applying have nothing left to do)."""
 
     # ------------------------------------------------------------------ presentation
     def size_on_disk(self) -> int | None:
@@ -222,4 +254,52 @@ class DocumentNumbering:
                                                  *manifest["files"]])
 
 
-__all__ = ["DocumentNumbering"]
+def write_tombstones(path: Path, generation: int, unit: str, live: np.ndarray) -> tuple[str, str]:
+    """Write the live bitmap of the part or segment ``unit`` for ``generation`` (a new file,
+    renamed into place); returns its name relative to ``path`` and its sha256."""
+    name = f"deletes/del-{generation:08d}-{unit}.npy"
+    tmp = tmp_sibling(path / name)
+    sha = save_array(tmp, np.asarray(live, dtype=bool))
+    lifecycle.fault_point("publish.after_deletes")
+    os.replace(tmp, path / name)
+    return name, sha
+
+
+def load_tombstones(path: Path, entry: dict[str, Any], n_docs: int) -> np.ndarray:
+    """The live bitmap a manifest entry names, checked against its sha256 (when recorded),
+    length and dtype (:class:`~retrievo.errors.CorruptIndexError` otherwise)."""
+    data = (path / entry["deletes"]).read_bytes()
+    if entry.get("deletes_sha256") not in (None, hash_bytes(data)):
+        raise CorruptIndexError(f"{path}: {entry['deletes']} does not match its sha256")
+    live = np.load(path / entry["deletes"], allow_pickle=False)
+    if live.shape != (n_docs,) or live.dtype != np.bool_:
+        raise CorruptIndexError(f"{path}: {entry['deletes']} holds {live.shape} {live.dtype}, "
+                                f"expected {n_docs} booleans")
+    return live
+
+
+def create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], None]) -> None:
+    """Create a new index at ``path``: written beside it and renamed into place (rename
+    also replaces an empty folder made for it), so a failure leaves nothing behind.
+
+    The writer lock of the temporary folder is held until after the rename, which is how
+    :func:`lifecycle.collect_abandoned_builds` (run first) tells a dead build's leftovers
+    from a live one's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lifecycle.collect_abandoned_builds(path)
+    tmp = tmp_sibling(path)
+    tmp.mkdir()
+    try:
+        with disk_full_named(path), lifecycle.writing(tmp) as txn:
+            write(txn)
+            lifecycle.collect_garbage(tmp)  # segments merged away while building
+            fsync_dir(tmp)
+            lifecycle.fault_point("create.before_rename")
+            os.rename(tmp, path)  # still under the lock (GC of the vanished tmp path is a no-op)
+            fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+__all__ = ["DocumentNumbering", "create_index_folder", "load_tombstones", "write_tombstones"]

@@ -47,7 +47,8 @@ from retrievo.index import lifecycle
 from retrievo.index.columns import Columns, flatten_meta
 from retrievo.index.docstore import DOCS_FOLDER, DocPart
 from retrievo.index.ingest import growing_vocab
-from retrievo.index.inverted import SEGMENTS_FOLDER, InvertedIndex, _create_index_folder
+from retrievo.index.base import create_index_folder
+from retrievo.index.inverted import SEGMENTS_FOLDER, InvertedIndex
 from retrievo.index.segment import Segment
 from retrievo.text import get_analyzer
 from retrievo.types import Document
@@ -187,7 +188,7 @@ class ImpactIndex(InvertedIndex):
             index._ingest_vectors(ids, vectors, terms, documents, txn.path, metadata)
             index._publish(txn)
 
-        _create_index_folder(path, write_new)
+        create_index_folder(path, write_new)
         return cls.open(path)
 
     @classmethod
@@ -283,17 +284,7 @@ class ImpactIndex(InvertedIndex):
                 self.info["source"] = source
             self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
 
-        if self.path is None:
-            apply(None)
-            return len(ids)
-        saved = dict(self.info)
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            try:
-                apply(self.path)
-                self._publish(txn)
-            except BaseException:
-                self.info = saved
-                raise
+        self._change(apply)
         return len(ids)
 
     def upsert_vectors(self, ids: Sequence[str], vectors: Any, terms: Sequence[str], *,
@@ -316,23 +307,7 @@ class ImpactIndex(InvertedIndex):
                 self.info["source"] = source
             self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
 
-        saved = dict(self.info)
-        if self.path is None:
-            with self._restored_on_failure():
-                try:
-                    apply(None)
-                except BaseException:
-                    self.info = saved
-                    raise
-            return len(targets), len(ids) - len(targets)
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            try:
-                apply(self.path)
-                lifecycle.fault_point("upsert.before_publish")
-                self._publish(txn)
-            except BaseException:
-                self.info = saved
-                raise
+        self._change(apply, fault="upsert.before_publish")
         return len(targets), len(ids) - len(targets)
 
     def set_source(self, source: str) -> None:

@@ -23,10 +23,8 @@ import contextlib
 import hashlib
 import itertools
 import json
-import os
-import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +32,8 @@ import numpy as np
 
 from retrievo.errors import ConfigError, CorruptIndexError
 from retrievo.index import lifecycle
-from retrievo.index.atomic import disk_full_named, fsync_dir, hash_array, hash_bytes, save_array, tmp_sibling, \
-    write_bytes_atomic
-from retrievo.index.base import DocumentNumbering
+from retrievo.index.atomic import fsync_dir, hash_array, hash_bytes, write_bytes_atomic
+from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, write_tombstones
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
 from retrievo.index.segment import Segment, merge_segments, write_merged_segment
@@ -278,7 +275,7 @@ class InvertedIndex(DocumentNumbering):
             fill(txn.path)
             index._publish(txn)
 
-        _create_index_folder(path, write_new)
+        create_index_folder(path, write_new)
         return cls.open(path)
 
     def _ingest(self, documents: Iterable[Document], segment_docs: int, progress: bool, total: int | None,
@@ -337,12 +334,13 @@ class InvertedIndex(DocumentNumbering):
         """Undo in-memory changes when a change fails part-way, so the object keeps
         matching its published generation (whose unpublished files GC removes)."""
         saved = (list(self.segments), list(self.lives), list(self.doc_parts), len(self.terms), self._vocab,
-                 list(self._aligned_fields()))
+                 list(self._aligned_fields()), dict(self.info))
         try:
             yield
         except BaseException:
             self.segments, self.lives, self.doc_parts = saved[0], saved[1], saved[2]
             self.field_segments = saved[5]
+            self.info = saved[6]
             del self.terms[saved[3]:]
             self._vocab = saved[4]
             self._invalidate()
@@ -377,13 +375,8 @@ class InvertedIndex(DocumentNumbering):
             segment_docs: int = DEFAULT_SEGMENT_DOCS, workers: int | None = None) -> list[str]:
         """Index more documents as new segment(s); returns their ids. Ids must be new.
         On disk, nothing is visible to readers until every new segment is written."""
-        if self.path is None:
-            added = self._ingest(documents, segment_docs, progress, total, None, workers)
-            return [d for p in added for d in p.ids.tolist()]
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            added = self._ingest(documents, segment_docs, progress, total, self.path, workers)
-            if added:
-                self._publish(txn)
+        added = self._change(lambda folder: self._ingest(documents, segment_docs, progress, total, folder, workers),
+                             publish=bool)
         return [d for p in added for d in p.ids.tolist()]
 
     def upsert(self, documents: Iterable[Document], *, progress: bool = False, total: int | None = None,
@@ -407,15 +400,7 @@ class InvertedIndex(DocumentNumbering):
                 self._invalidate()
             return len(targets), len(new_ids) - len(targets)
 
-        if self.path is None:
-            with self._restored_on_failure():
-                return apply(None)
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            counts = apply(self.path)
-            if sum(counts):
-                lifecycle.fault_point("upsert.before_publish")
-                self._publish(txn)
-        return counts
+        return self._change(apply, fault="upsert.before_publish", publish=sum)
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Mark documents deleted (tombstones); returns how many were deleted."""
@@ -423,17 +408,11 @@ class InvertedIndex(DocumentNumbering):
         if not targets:
             return 0
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             self._tombstone(targets)
             self._invalidate()
 
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                lifecycle.fault_point("delete.applied")
-                self._publish(txn)
+        self._change(apply, fault="delete.applied")
         return len(targets)
 
     def merge(self) -> "InvertedIndex":
@@ -442,12 +421,7 @@ class InvertedIndex(DocumentNumbering):
         generation is published, so the space comes back at once."""
         if len(self.segments) <= 1 and self.live is None:
             return self
-        if self.path is None:
-            self._compact(None)
-            return self
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            self._compact(self.path)
-            self._publish(txn)
+        self._change(self._compact)
         return self
 
     def save(self, path: str | Path) -> "InvertedIndex":
@@ -473,7 +447,7 @@ class InvertedIndex(DocumentNumbering):
                                 for fs in self.field_segments])
             saved._publish(txn)
 
-        _create_index_folder(path, write)
+        create_index_folder(path, write)
         return type(self).open(path)
 
     # ------------------------------------------------------------------ persistence
@@ -497,11 +471,8 @@ class InvertedIndex(DocumentNumbering):
                 entry["fields"] = [{"name": f.name, "sha256": f.content_hash()} for f in fsegs]
                 files.extend(f"{SEGMENTS_FOLDER}/{f.name}" for f in fsegs)
             if lv is not None:
-                name = f"deletes/del-{gen:08d}-{seg.name}.npy"
-                tmp = tmp_sibling(path / name)
-                entry["deletes_sha256"] = checksums[name] = save_array(tmp, np.asarray(lv, dtype=bool))
-                lifecycle.fault_point("publish.after_deletes")
-                os.replace(tmp, path / name)
+                name, entry["deletes_sha256"] = write_tombstones(path, gen, seg.name, lv)
+                checksums[name] = entry["deletes_sha256"]
                 entry["deletes"] = name
                 files.append(name)
             seg_entries.append(entry)
@@ -554,7 +525,7 @@ class InvertedIndex(DocumentNumbering):
                     raise CorruptIndexError(f"{path}: segment {entry['name']} has {len(fsegs)} field segments, "
                                             f"the index names {len(fields)} fields")
                 field_segments.append(fsegs)
-                lives.append(_load_deletes(path, entry, seg.n_docs) if entry.get("deletes") else None)
+                lives.append(load_tombstones(path, entry, seg.n_docs) if entry.get("deletes") else None)
             parts = load_parts(path, snapshot.docstore, mmap)
             if [p.name for p in parts] != [e["docs"] for e in payload["segments"]] or \
                     [p.n_docs for p in parts] != [s.n_docs for s in segments]:
@@ -623,41 +594,6 @@ def _check_segment(path: Path, entry: dict[str, Any], seg: Segment, vocab_size: 
     problems = segment_problems(seg, vocab_size, where)
     if problems:
         raise CorruptIndexError("; ".join(problems) + "; the index is damaged, rebuild it")
-
-
-def _load_deletes(path: Path, entry: dict[str, Any], n_docs: int) -> np.ndarray:
-    data = (path / entry["deletes"]).read_bytes()
-    if entry.get("deletes_sha256") not in (None, hash_bytes(data)):
-        raise CorruptIndexError(f"{path}: {entry['deletes']} does not match its sha256")
-    live = np.load(path / entry["deletes"], allow_pickle=False)
-    if live.shape != (n_docs,) or live.dtype != np.bool_:
-        raise CorruptIndexError(f"{path}: {entry['deletes']} holds {live.shape} {live.dtype}, "
-                                f"expected {n_docs} booleans")
-    return live
-
-
-def _create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], None]) -> None:
-    """Create a new index at ``path``: written beside it and renamed into place (rename
-    also replaces an empty folder made for it), so a failure leaves nothing behind.
-
-    The writer lock of the temporary folder is held until after the rename, which is how
-    :func:`lifecycle.collect_abandoned_builds` (run first) tells a dead build's leftovers
-    from a live one's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lifecycle.collect_abandoned_builds(path)
-    tmp = tmp_sibling(path)
-    tmp.mkdir()
-    try:
-        with disk_full_named(path), lifecycle.writing(tmp) as txn:
-            write(txn)
-            lifecycle.collect_garbage(tmp)  # segments merged away while building
-            fsync_dir(tmp)
-            lifecycle.fault_point("create.before_rename")
-            os.rename(tmp, path)  # still under the lock (GC of the vanished tmp path is a no-op)
-            fsync_dir(path.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 __all__ = ["DEFAULT_SEGMENT_DOCS", "FORMAT", "FORMAT_VERSION", "InvertedIndex"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,10 +37,9 @@ import numpy as np
 from retrievo.errors import ConfigError, CorruptIndexError, DimensionMismatchError, DuplicateIdError, \
     ModelMismatchError
 from retrievo.index import lifecycle
-from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, save_array, tmp_sibling
-from retrievo.index.base import DocumentNumbering
+from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, save_array
+from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, write_tombstones
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
-from retrievo.index.vectors import _create_index_folder
 from retrievo.types import Document
 
 FORMAT = "retrievo-multivectors"
@@ -220,7 +218,7 @@ class MultiVectorIndex(DocumentNumbering):
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} exists and is not empty; choose a new folder")
-        _create_index_folder(path, index._write_new)
+        create_index_folder(path, index._write_new)
         return cls.open(path)
 
     def _append(self, ids: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
@@ -284,19 +282,13 @@ class MultiVectorIndex(DocumentNumbering):
         if self.store and documents is None:
             raise ConfigError("this index stores text: give the documents of the added token vectors")
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             self._append(ids, tokens, lengths, documents if self.store else None, metadata)
             if source is not None:
                 self.info["source"] = source
             self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
 
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._write_parts(self.path)
-                self._publish(txn)
+        self._change(apply)
         return len(ids)
 
     def upsert(self, ids: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
@@ -313,7 +305,7 @@ class MultiVectorIndex(DocumentNumbering):
             raise ConfigError("this index stores text: give the documents of the upserted token vectors")
         targets = self._deletion_targets([i for i in ids if i in self.docstore], missing_ok=False)
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             self._append(ids, tokens, lengths, documents if self.store else None, metadata, replacing=True)
             self._tombstone(targets)
             if source is not None:
@@ -321,15 +313,7 @@ class MultiVectorIndex(DocumentNumbering):
             self.info["truncated"] = int(self.info.get("truncated") or 0) + int(truncated)
             self._invalidate()
 
-        if self.path is None:
-            with self._restored_on_failure():
-                apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._write_parts(self.path)
-                lifecycle.fault_point("upsert.before_publish")
-                self._publish(txn)
+        self._change(apply, fault="upsert.before_publish")
         return len(targets), len(ids) - len(targets)
 
     def delete(self, doc_ids, *, missing_ok: bool = False, source: str | None = None) -> int:
@@ -343,9 +327,11 @@ class MultiVectorIndex(DocumentNumbering):
         live = self.live
         keep = np.flatnonzero(live) if live is not None else np.arange(self.total_docs)
 
-        def apply(folder: Path | None):
+        def apply(folder: Path | None) -> None:
             tokens, lengths = self.token_matrices(keep)
             name = f"part-{uuid.uuid4().hex[:16]}"
+            if folder is not None:
+                (folder / DOCS_FOLDER).mkdir(exist_ok=True)
             docs = merge_parts(self.doc_parts, self.lives, name, None if folder is None else folder / DOCS_FOLDER)
             offsets = np.zeros(len(keep) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
@@ -353,14 +339,7 @@ class MultiVectorIndex(DocumentNumbering):
                 [None]
             self._invalidate()
 
-        if self.path is None:
-            apply(None)
-            return self
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            (self.path / DOCS_FOLDER).mkdir(exist_ok=True)
-            apply(self.path)
-            self._write_parts(self.path)
-            self._publish(txn)
+        self._change(apply)
         return self
 
     def save(self, path: str | Path) -> "MultiVectorIndex":
@@ -370,7 +349,7 @@ class MultiVectorIndex(DocumentNumbering):
         copy = MultiVectorIndex(list(self.parts), [None if lv is None else np.array(lv) for lv in self.lives],
                                 list(self.doc_parts), self.model, self.dim, model_spec=self.model_spec,
                                 info={k: v for k, v in self.info.items() if k != "manifest"})
-        _create_index_folder(path, copy._write_new)
+        create_index_folder(path, copy._write_new)
         return MultiVectorIndex.open(path)
 
     # ------------------------------------------------------------------ persistence
@@ -385,10 +364,8 @@ class MultiVectorIndex(DocumentNumbering):
                                      "sha256": part.content_hash(), "docs": docs.name}
             files.append(f"{FOLDER}/{part.name}")
             if lv is not None:
-                name = f"deletes/del-{gen:08d}-{part.name}.npy"
-                tmp = tmp_sibling(path / name)
-                entry["deletes_sha256"] = checksums[name] = save_array(tmp, np.asarray(lv, dtype=bool))
-                os.replace(tmp, path / name)
+                name, entry["deletes_sha256"] = write_tombstones(path, gen, part.name, lv)
+                checksums[name] = entry["deletes_sha256"]
                 entry["deletes"] = name
                 files.append(name)
             entries.append(entry)
@@ -418,12 +395,7 @@ class MultiVectorIndex(DocumentNumbering):
                 if part.n_docs != entry["n_docs"] or part.content_hash() != entry["sha256"]:
                     raise CorruptIndexError(f"{path}: token part {entry['name']} does not match the manifest")
                 parts.append(part)
-                lv = None
-                if entry.get("deletes"):
-                    lv = np.load(path / entry["deletes"], allow_pickle=False)
-                    if lv.shape != (part.n_docs,):
-                        raise CorruptIndexError(f"{path}: tombstones of {entry['name']} have the wrong length")
-                lives.append(lv)
+                lives.append(load_tombstones(path, entry, part.n_docs) if entry.get("deletes") else None)
             doc_parts = load_parts(path, snapshot.docstore, mmap)
             if [d.name for d in doc_parts] != [e["docs"] for e in payload["parts"]]:
                 raise CorruptIndexError(f"{path}: the document store does not match the token parts")

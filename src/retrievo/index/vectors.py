@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,9 @@ import numpy as np
 from retrievo.errors import ConfigError, CorruptIndexError, DimensionMismatchError, DuplicateIdError, \
     ModelMismatchError, UnknownIdError
 from retrievo.index import lifecycle
-from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array, tmp_sibling
+from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array
 from retrievo.index.derived import Unit, build_arrays, check_kind, write_unit
-from retrievo.index.base import DocumentNumbering
+from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, write_tombstones
 from retrievo.index.columns import Columns, flatten_meta
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.types import Document
@@ -351,7 +351,7 @@ class VectorIndex(DocumentNumbering):
             return cls.open(path)
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} exists and is not a retrievo index; refusing to overwrite it")
-        _create_index_folder(path, index._write_new)
+        create_index_folder(path, index._write_new)
         return cls.open(path)
 
     @staticmethod
@@ -429,7 +429,7 @@ class VectorIndex(DocumentNumbering):
 
         units = _units_for(part, self.kinds)
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             self.parts.append(part)
             self.doc_parts.append(docs)
             self.lives.append(None)
@@ -438,13 +438,7 @@ class VectorIndex(DocumentNumbering):
                 self.info["source"] = source
             self._invalidate()
 
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._write_parts(self.path)
-                self._publish(txn)
+        self._change(apply)
         return len(ids)
 
     def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
@@ -467,7 +461,7 @@ class VectorIndex(DocumentNumbering):
         targets = self._deletion_targets([i for i in ids if i in self.docstore], missing_ok=False)
         units = _units_for(part, self.kinds)
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             self._tombstone(targets)
             self.parts.append(part)
             self.doc_parts.append(docs)
@@ -477,14 +471,7 @@ class VectorIndex(DocumentNumbering):
                 self.info["source"] = source
             self._invalidate()
 
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._write_parts(self.path)
-                lifecycle.fault_point("upsert.before_publish")
-                self._publish(txn)
+        self._change(apply, fault="upsert.before_publish")
         return len(targets), len(ids) - len(targets)
 
     def merge(self) -> "VectorIndex":
@@ -495,21 +482,16 @@ class VectorIndex(DocumentNumbering):
         keep = np.flatnonzero(live) if live is not None else np.arange(self.total_docs)
         name = f"part-{uuid.uuid4().hex[:16]}"
 
-        def apply(folder: Path | None):
+        def apply(folder: Path | None) -> None:
             part = VectorPart(name, self.vectors_of(keep))
+            if folder is not None:
+                (folder / DOCS_FOLDER).mkdir(exist_ok=True)
             docs = merge_parts(self.doc_parts, self.lives, name, None if folder is None else folder / DOCS_FOLDER)
             self.parts, self.doc_parts, self.lives = [part], [docs], [None]
             self.derived = [_units_for(part, self.kinds)]
             self._invalidate()
 
-        if self.path is None:
-            apply(None)
-            return self
-        with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-            (self.path / DOCS_FOLDER).mkdir(exist_ok=True)
-            apply(self.path)
-            self._write_parts(self.path)
-            self._publish(txn)
+        self._change(apply)
         return self
 
     def save(self, path: str | Path) -> "VectorIndex":
@@ -521,7 +503,7 @@ class VectorIndex(DocumentNumbering):
                            list(self.doc_parts), self.model, self.dim, model_spec=self.model_spec,
                            info={"store": self.store, "source": self.source},
                            derived=[dict(d) for d in self.derived], kinds=self.kinds)
-        _create_index_folder(path, copy._write_new)
+        create_index_folder(path, copy._write_new)
         return VectorIndex.open(path)
 
     def ensure_derived(self, kind: str) -> list[Unit]:
@@ -569,10 +551,7 @@ class VectorIndex(DocumentNumbering):
                 entry["derived"] = derived
                 files.extend(derived.values())
             if lv is not None:
-                name = f"deletes/del-{gen:08d}-{part.name}.npy"
-                tmp = tmp_sibling(path / name)
-                entry["deletes_sha256"] = save_array(tmp, np.asarray(lv, dtype=bool))
-                os.replace(tmp, path / name)
+                name, entry["deletes_sha256"] = write_tombstones(path, gen, part.name, lv)
                 entry["deletes"] = name
                 files.append(name)
             entries.append(entry)
@@ -605,12 +584,7 @@ class VectorIndex(DocumentNumbering):
                     raise CorruptIndexError(f"{path}: vector part {entry['name']} does not match the manifest "
                                             f"({part.n_docs}x{part.dim}, expected {entry['n_docs']}x{dim})")
                 parts.append(part)
-                lv = None
-                if entry.get("deletes"):
-                    lv = np.load(path / entry["deletes"], allow_pickle=False)
-                    if lv.shape != (part.n_docs,):
-                        raise CorruptIndexError(f"{path}: tombstones of {entry['name']} have the wrong length")
-                lives.append(lv)
+                lives.append(load_tombstones(path, entry, part.n_docs) if entry.get("deletes") else None)
                 derived.append({kind: Unit.open(path, rel, kind, part.n_docs)
                                 for kind, rel in (entry.get("derived") or {}).items()})
             doc_parts = load_parts(path, snapshot.docstore, mmap)
@@ -658,15 +632,6 @@ def _units_for(part: VectorPart, kinds: Sequence[str]) -> dict[str, Unit]:
     """In-memory units of every kind for a new part (written with it when it is saved)."""
     return {kind: Unit.in_memory(kind, part.n_docs, build_arrays(kind, np.asarray(part.vectors)))
             for kind in kinds}
-
-
-def _create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], None]) -> None:
-    """Create a new index at ``path``: written beside it and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(path) as tmp:
-        with lifecycle.writing(tmp) as txn:
-            write(txn)
-        (tmp / lifecycle.LOCK).unlink(missing_ok=True)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "VectorIndex", "VectorPart"]
