@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -121,7 +122,18 @@ def _same(a, b) -> None:
         np.testing.assert_array_equal(a.citations, b.citations)
 
 
-def _run_pickled(payload: bytes) -> bytes:
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.get_num_threads()
+
+
+def _run_pickled(payload: bytes, threads: int | None = None) -> bytes:
+    # the same CPU thread count as the parent: a neural stage's float reductions (and so its
+    # last bits) depend on how its matrix products are split across threads
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     stage, batch = pickle.loads(payload)
     out = stage(batch)
     return pickle.dumps(out)
@@ -165,7 +177,7 @@ def test_contract(entry, index, first_stage, pool):
     assert str(rebuilt) == str(stage)
     _same(rebuilt(inp), out)
     # pickled into a spawned process: identical output
-    remote = pickle.loads(pool.apply(_run_pickled, (pickle.dumps((stage, inp)),)))
+    remote = pickle.loads(pool.apply(_run_pickled, (pickle.dumps((stage, inp)), _torch_threads())))
     _same(remote, out)
     # empty batch
     empty_q = Queries([], [])
