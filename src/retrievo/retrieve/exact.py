@@ -156,7 +156,7 @@ def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | N
     live_arr = np.ascontiguousarray(live, dtype=np.bool_) if use_live else np.ones(1, dtype=np.bool_)
     id_rank = np.ascontiguousarray(id_rank, dtype=np.int32)
     blocks = list(blocks)
-    with blas_threads(threads):
+    with blas_threads(threads), torch_threads_kept():  # one guard for every parallel selection below
         for g0 in range(0, n_q, QUERY_GROUP):
             qg = queries[g0:g0 + QUERY_GROUP]
             heaps = np.empty((len(qg), k), dtype=np.uint64)
@@ -169,9 +169,7 @@ def search_blocks(queries: np.ndarray, blocks, n_docs: int, live: np.ndarray | N
                     block = vectors[b0:b0 + block_docs]
                     scores = np.ascontiguousarray(score(qb, block), dtype=np.float32)
                     if chunks > 1:
-                        with torch_threads_kept():
-                            _select_parallel(chunks, scores, base + b0, live_arr, use_live, id_rank, k, heaps,
-                                             cnt)
+                        _select_parallel(chunks, scores, base + b0, live_arr, use_live, id_rank, k, heaps, cnt)
                     else:
                         _select_rows(0, len(qg), scores, base + b0, live_arr, use_live, id_rank, k, heaps, cnt)
             _finish(heaps, cnt, by_rank, out_docs[g0:g0 + len(qg)], out_scores[g0:g0 + len(qg)])
