@@ -25,16 +25,16 @@ Like segments, parts are immutable: ``add`` writes a new part, ``delete`` writes
 tombstones, ``merge`` compacts into one part. Opening checks every file's size against
 its record (a truncated copy fails at once with :class:`CorruptIndexError`, before a
 memory map reads past its end); :meth:`VectorIndex.verify` re-hashes the contents.
-Search lives in :mod:`retrievo.retrieve.exact` (this module stores, it does not rank).
+Search lives in :mod:`retrievo.retrieve.exact` (this module stores, it does not rank);
+what this format shares with the multi-vector index (pairing with the document store,
+publishing, opening, saving, the identity and model checks) lives in
+:mod:`retrievo.index.embedded`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,13 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import ConfigError, CorruptIndexError, DimensionMismatchError, DuplicateIdError, \
-    ModelMismatchError, UnknownIdError
+    UnknownIdError
 from retrievo.index import lifecycle
-from retrievo.index.atomic import atomic_dir, check_file_sizes, fsync_dir, hash_array, save_array
+from retrievo.index.atomic import atomic_dir, check_file_sizes, hash_array, save_array
+from retrievo.index.base import create_index_folder
 from retrievo.index.derived import Unit, build_arrays, check_kind, write_unit
-from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, write_tombstones
-from retrievo.index.columns import Columns, flatten_meta
-from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
+from retrievo.index.docstore import DocPart
+from retrievo.index.embedded import EmbeddingIndex, new_doc_part
 from retrievo.types import Document
 
 FORMAT = "retrievo-vectors"
@@ -149,10 +149,6 @@ class VectorPart:
         return state
 
 
-def _reopen(path: str, mmap: bool) -> "VectorIndex":
-    return VectorIndex.open(path, mmap=mmap)
-
-
 def _as_vectors(vectors: Any, dim: int | None) -> np.ndarray:
     arr = np.asarray(vectors)
     if arr.ndim != 2:
@@ -167,51 +163,39 @@ def _as_vectors(vectors: Any, dim: int | None) -> np.ndarray:
     return arr
 
 
-class VectorIndex(DocumentNumbering):
+class VectorIndex(EmbeddingIndex):
     """Dense vectors with ids (and optionally text), their model's identity and dimension.
 
     Build with :meth:`build` (in memory, or on disk when given a path), reopen with
     :meth:`open` or :func:`retrievo.index.open_index`. Global document numbers run over
-    the parts in order, like the lexical index's segments.
+    the parts in order, like the lexical index's segments. Besides its vectors each part
+    may carry derived search structures (``derived``, see :meth:`ensure_derived`).
     """
 
     FORMAT = FORMAT
     FORMAT_VERSION = FORMAT_VERSION
     _KIND = "vector index"
-    _STORE_DEFAULT = False
+    _PARTS_FOLDER = VECTORS_FOLDER
+    _PART_TYPE = VectorPart
+    _PART = "vector part"
+    _ROWS = "vectors"
+    _IDENTITY_PARTS = "vectors"
+    _TOMBSTONE_CHECKSUMS = False
 
-    def _units(self) -> Sequence[VectorPart]:
-        return self.parts
-
-    # ------------------------------------------------------------------ derived views
     def __init__(self, parts: Sequence[VectorPart], lives: Sequence[np.ndarray | None], doc_parts: Sequence[DocPart],
                  model: str, dim: int, *, model_spec: str = "", path: Path | None = None, generation: int = 0,
                  info: dict[str, Any] | None = None, derived: Sequence[dict[str, Unit]] | None = None,
                  kinds: Sequence[str] = ()):
-        self.parts, self.lives, self.doc_parts = list(parts), list(lives), list(doc_parts)
         #: per part, derived structure kind -> unit; ``kinds`` every part carries (see ensure_derived)
-        self.derived = [dict(d) for d in derived] if derived is not None else [{} for _ in self.parts]
+        self.derived = [dict(d) for d in derived] if derived is not None else [{} for _ in parts]
         self.kinds = [check_kind(k) for k in kinds]
-        if not len(self.parts) == len(self.lives) == len(self.doc_parts) == len(self.derived):
-            raise ValueError("vector parts, live bitmaps and document parts must pair up")
-        for p, d in zip(self.parts, self.doc_parts):
-            if p.dim != dim:
-                raise DimensionMismatchError(f"vector part {p.name} has dimension {p.dim}, the index {dim}")
-            if p.n_docs != d.n_docs:
-                raise CorruptIndexError(f"vector part {p.name} has {p.n_docs} vectors but {d.n_docs} ids")
-        self.model, self.model_spec, self.dim = model, model_spec, int(dim)
-        self.path, self.generation = path, generation
-        self.info = dict(info or {})
-        self._cache: dict[str, Any] = {}
-        self._mmap = True
-        self.version = 0
+        super().__init__(parts, lives, doc_parts, model, dim, model_spec=model_spec, path=path,
+                         generation=generation, info=info)
 
-    @property
-    def source(self) -> str | None:
-        """Identity of the collection the vectors were made from (e.g. the lexical index
-        whose documents were encoded), so a cache can tell when it is stale."""
-        return self.info.get("source")
+    def _per_part(self) -> list[list[Any]]:
+        return [*super()._per_part(), self.derived]
 
+    # ------------------------------------------------------------------ derived views
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(first global number, vectors)`` of each part, memory-mapped on disk."""
         base = 0
@@ -271,29 +255,7 @@ class VectorIndex(DocumentNumbering):
             raise UnknownIdError(f"{len(missing)} document id(s) are not in the vector index, e.g. {missing[:3]}")
         return self.vectors_of(np.fromiter((id_map[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids)))
 
-    @property
-    def identity(self) -> str:
-        """sha256 (hex) of what determines search results: model, dimension, vectors,
-        ids and tombstones (names and timestamps left out)."""
-        def make():
-            content = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
-                       "vectors": [p.content_hash() for p in self.parts],
-                       "docs": [d.content_hash() for d in self.doc_parts],
-                       "deletes": [None if lv is None else hash_array(np.asarray(lv, dtype=bool))
-                                   for lv in self.lives]}
-            return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-        return self._cached("identity", make)
-
     # ------------------------------------------------------------------ checks
-    def check_model(self, identity: str) -> None:
-        """Raise :class:`ModelMismatchError` unless ``identity`` is the model the vectors
-        were made with: another model's query vectors would rank nonsense silently."""
-        if identity != self.model:
-            where = self.path if self.path is not None else "this vector index"
-            raise ModelMismatchError(f"{where} was encoded with model {self.model} "
-                                     f"({self.model_spec or 'spec not recorded'}), not {identity}; "
-                                     "search it with the same model and options, or build a new index")
-
     def check_dim(self, dim: int) -> None:
         if int(dim) != self.dim:
             raise DimensionMismatchError(f"query vectors have dimension {dim}, the index {self.dim} "
@@ -357,59 +319,24 @@ class VectorIndex(DocumentNumbering):
     @staticmethod
     def _make_part(ids: Sequence[str], vectors: np.ndarray, documents: Sequence[Document] | None,
                    metadata: Sequence[Mapping[str, Any]] | None = None) -> tuple[VectorPart, DocPart]:
-        ids_arr = np.empty(len(ids), dtype=object)
-        ids_arr[:] = [str(i) for i in ids]
-        if len(ids_arr) != vectors.shape[0]:
-            raise DimensionMismatchError(f"{len(ids_arr)} ids but {vectors.shape[0]} vectors")
-        if len(set(ids_arr.tolist())) != len(ids_arr):
-            raise DuplicateIdError("document ids must be unique within a vector index")
-        name = f"part-{uuid.uuid4().hex[:16]}"
-        if documents is None:
-            if metadata is not None and len(metadata) != len(ids_arr):
-                raise DimensionMismatchError(f"{len(ids_arr)} ids but {len(metadata)} metadata records")
-            columns = Columns.build([flatten_meta(m) for m in metadata]) if metadata is not None else None
-            docs = DocPart(name, ids_arr, columns=columns)
-        else:
-            if len(documents) != len(ids_arr) or any(d.doc_id != i for d, i in zip(documents, ids_arr)):
-                raise ConfigError("documents must be given in the same order as the ids")
-            records = [json.dumps({"title": d.title, "text": d.text, "meta": dict(d.meta)},
-                                  ensure_ascii=False).encode() for d in documents]
-            offsets = np.zeros(len(records) + 1, dtype=np.int64)
-            np.cumsum([len(r) for r in records], out=offsets[1:])
-            columns = Columns.build([flatten_meta(d.meta) for d in documents])
-            docs = DocPart(name, ids_arr, b"".join(records), offsets, columns=columns)
-        return VectorPart(name, vectors), docs
-
-    def _write_new(self, txn: lifecycle.Transaction) -> None:
-        self.path = txn.path
-        self._write_parts(txn.path)
-        self._publish(txn)
+        if len(ids) != vectors.shape[0]:
+            raise DimensionMismatchError(f"{len(ids)} ids but {vectors.shape[0]} vectors")
+        docs = new_doc_part(ids, documents, metadata)
+        return VectorPart(docs.name, vectors), docs
 
     def _write_parts(self, folder: Path) -> None:
-        """Write every part not yet on disk under ``folder`` (and reopen it mapped)."""
-        (folder / VECTORS_FOLDER).mkdir(exist_ok=True)
-        (folder / DOCS_FOLDER).mkdir(exist_ok=True)
-        for i, (p, d) in enumerate(zip(self.parts, self.doc_parts)):
-            if not (folder / VECTORS_FOLDER / p.name).exists():
-                self.parts[i] = p.write(folder / VECTORS_FOLDER)
-            if not (folder / DOCS_FOLDER / d.name).exists():
-                self.doc_parts[i] = d.write(folder / DOCS_FOLDER)
-            for kind, unit in list(self.derived[i].items()):
+        """Write every part not yet on disk under ``folder`` (and reopen it mapped), and
+        its derived structures."""
+        super()._write_parts(folder)
+        for p, units in zip(self.parts, self.derived):
+            for kind, unit in list(units.items()):
                 rel = f"derived/{kind}-{p.name}"
                 if not (folder / rel).exists():
                     write_unit(folder, kind, p.name, p.n_docs, {n: unit._read(n) for n in unit.files})
-                    self.derived[i][kind] = Unit.open(folder, rel, kind, p.n_docs)
+                    units[kind] = Unit.open(folder, rel, kind, p.n_docs)
 
-    @contextlib.contextmanager
-    def _restored_on_failure(self) -> Iterator[None]:
-        saved = (list(self.parts), list(self.lives), list(self.doc_parts), dict(self.info),
-                 [dict(d) for d in self.derived], list(self.kinds))
-        try:
-            yield
-        except BaseException:
-            self.parts, self.lives, self.doc_parts, self.info, self.derived, self.kinds = saved
-            self._invalidate()
-            raise
+    def _saved_state(self) -> dict[str, Any]:
+        return {**super()._saved_state(), "derived": [dict(d) for d in self.derived], "kinds": list(self.kinds)}
 
     # ------------------------------------------------------------------ changes
     def add(self, ids: Sequence[str], vectors: Any, documents: Sequence[Document] | None = None, *,
@@ -426,24 +353,13 @@ class VectorIndex(DocumentNumbering):
             raise DuplicateIdError(f"{len(clash)} id(s) are already in the vector index, e.g. {clash[:3]}; "
                                    "delete them first to replace their vectors")
         part, docs = self._make_part(ids, vectors, documents if self.store else None, metadata)
-
         units = _units_for(part, self.kinds)
 
         def apply(folder: Path | None) -> None:
-            self.parts.append(part)
-            self.doc_parts.append(docs)
-            self.lives.append(None)
-            self.derived.append(units)
-            if source is not None:
-                self.info["source"] = source
-            self._invalidate()
+            self._append(part, docs, units, source)
 
         self._change(apply)
         return len(ids)
-
-    def delete(self, doc_ids: Iterable[str], *, missing_ok: bool = False, source: str | None = None) -> int:
-        """Mark documents deleted (tombstones); returns how many were deleted."""
-        return self._delete_published(doc_ids, missing_ok, source)
 
     def upsert(self, ids: Sequence[str], vectors: Any, documents: Sequence[Document] | None = None, *,
                source: str | None = None, metadata: Sequence[Mapping[str, Any]] | None = None) -> tuple[int, int]:
@@ -463,48 +379,30 @@ class VectorIndex(DocumentNumbering):
 
         def apply(folder: Path | None) -> None:
             self._tombstone(targets)
-            self.parts.append(part)
-            self.doc_parts.append(docs)
-            self.lives.append(None)
-            self.derived.append(units)
-            if source is not None:
-                self.info["source"] = source
-            self._invalidate()
+            self._append(part, docs, units, source)
 
         self._change(apply, fault="upsert.before_publish")
         return len(targets), len(ids) - len(targets)
 
-    def merge(self) -> "VectorIndex":
-        """Compact every part into one without the deleted documents."""
-        if len(self.parts) <= 1 and self.live is None:
-            return self
-        live = self.live
-        keep = np.flatnonzero(live) if live is not None else np.arange(self.total_docs)
-        name = f"part-{uuid.uuid4().hex[:16]}"
+    def _append(self, part: VectorPart, docs: DocPart, units: dict[str, Unit], source: str | None) -> None:
+        """Add a new part with its documents and derived structures (the in-memory step of
+        ``add`` and ``upsert``)."""
+        self.parts.append(part)
+        self.doc_parts.append(docs)
+        self.lives.append(None)
+        self.derived.append(units)
+        if source is not None:
+            self.info["source"] = source
+        self._invalidate()
 
-        def apply(folder: Path | None) -> None:
-            part = VectorPart(name, self.vectors_of(keep))
-            if folder is not None:
-                (folder / DOCS_FOLDER).mkdir(exist_ok=True)
-            docs = merge_parts(self.doc_parts, self.lives, name, None if folder is None else folder / DOCS_FOLDER)
-            self.parts, self.doc_parts, self.lives = [part], [docs], [None]
-            self.derived = [_units_for(part, self.kinds)]
-            self._invalidate()
+    def _merged_part(self, name: str, keep: np.ndarray) -> VectorPart:
+        return VectorPart(name, self.vectors_of(keep))
 
-        self._change(apply)
-        return self
+    def _parts_merged(self) -> None:
+        self.derived = [_units_for(self.parts[0], self.kinds)]
 
-    def save(self, path: str | Path) -> "VectorIndex":
-        """Write this index to ``path`` (a new or empty folder); returns it opened from there."""
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"{path} exists and is not empty; choose a new folder")
-        copy = VectorIndex(list(self.parts), [None if lv is None else np.array(lv) for lv in self.lives],
-                           list(self.doc_parts), self.model, self.dim, model_spec=self.model_spec,
-                           info={"store": self.store, "source": self.source},
-                           derived=[dict(d) for d in self.derived], kinds=self.kinds)
-        create_index_folder(path, copy._write_new)
-        return VectorIndex.open(path)
+    def _constructor_extras(self) -> dict[str, Any]:
+        return {"derived": [dict(d) for d in self.derived], "kinds": list(self.kinds)}
 
     def ensure_derived(self, kind: str) -> list[Unit]:
         """Give every part a ``kind`` structure (codes or an HNSW graph) and keep it from
@@ -520,112 +418,43 @@ class VectorIndex(DocumentNumbering):
         built = [None if kind in d else build_arrays(kind, np.asarray(p.vectors))
                  for p, d in zip(self.parts, self.derived)]
 
-        def apply():
+        def apply(folder: Path | None) -> None:
             for d, p, files in zip(self.derived, self.parts, built):
                 if files is not None:
                     d[kind] = Unit.in_memory(kind, p.n_docs, files)
             if kind not in self.kinds:
                 self.kinds.append(kind)
 
-        if self.path is None:
-            apply()
-        else:
-            with lifecycle.writing(self.path, self.generation) as txn, self._restored_on_failure():
-                apply()
-                self._write_parts(self.path)
-                self._publish(txn)
+        self._change(apply)  # on disk: the new units are written and published
         return self.units(kind)
 
     # ------------------------------------------------------------------ persistence
-    def _publish(self, txn: lifecycle.Transaction) -> None:
-        path, gen = txn.path, txn.generation
-        (path / "deletes").mkdir(exist_ok=True)
-        files: list[str] = []
-        entries = []
-        for part, docs, lv, units in zip(self.parts, self.doc_parts, self.lives, self.derived):
-            entry: dict[str, Any] = {"name": part.name, "n_docs": part.n_docs, "sha256": part.content_hash(),
-                                     "docs": docs.name}
-            files.append(f"{VECTORS_FOLDER}/{part.name}")
-            derived = {kind: f"derived/{kind}-{part.name}" for kind in sorted(units)}
-            if derived:
-                entry["derived"] = derived
-                files.extend(derived.values())
-            if lv is not None:
-                name, entry["deletes_sha256"] = write_tombstones(path, gen, part.name, lv)
-                entry["deletes"] = name
-                files.append(name)
-            entries.append(entry)
-        fsync_dir(path / "deletes")
-        docstore_entry, doc_files = docstore_manifest(self.doc_parts, self.store)
-        payload = {"model": self.model, "model_spec": self.model_spec, "dim": self.dim, "metric": "ip",
-                   "store": self.store, "source": self.source, "parts": entries, "documents": len(self),
-                   **({"derived": list(self.kinds)} if self.kinds else {})}
-        manifest = txn.publish(FORMAT, FORMAT_VERSION, payload, files + doc_files, identity=self.identity,
-                               docstore=docstore_entry)
-        self.path, self.generation = path, gen
-        self.info["manifest"] = manifest
+    def _record_part(self, i: int, entry: dict[str, Any]) -> list[str]:
+        derived = {kind: f"derived/{kind}-{self.parts[i].name}" for kind in sorted(self.derived[i])}
+        if derived:
+            entry["derived"] = derived
+        return list(derived.values())
+
+    def _payload_fields(self) -> dict[str, Any]:
+        return {"metric": "ip", **({"derived": list(self.kinds)} if self.kinds else {})}
 
     @classmethod
-    def open(cls, path: str | Path, mmap: bool = True) -> "VectorIndex":
-        """Open the current generation (vectors memory-mapped)."""
-        return lifecycle.open_snapshot(Path(path), lambda snapshot: cls.from_snapshot(snapshot, mmap=mmap))
+    def _check_part(cls, path: Path, part: VectorPart, entry: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+        dim = int(payload["dim"])
+        if part.n_docs != entry["n_docs"] or part.dim != dim or part._sha != entry["sha256"]:
+            raise CorruptIndexError(f"{path}: vector part {entry['name']} does not match the manifest "
+                                    f"({part.n_docs}x{part.dim}, expected {entry['n_docs']}x{dim})")
 
     @classmethod
-    def from_snapshot(cls, snapshot: lifecycle.Snapshot, mmap: bool = True) -> "VectorIndex":
-        snapshot.require(FORMAT, FORMAT_VERSION)
-        path = snapshot.path
-        try:
-            payload = snapshot.payload
-            dim = int(payload["dim"])
-            parts, lives, derived = [], [], []
-            for entry in payload["parts"]:
-                part = VectorPart.load(path / VECTORS_FOLDER / entry["name"], mmap)
-                if part.n_docs != entry["n_docs"] or part.dim != dim or part._sha != entry["sha256"]:
-                    raise CorruptIndexError(f"{path}: vector part {entry['name']} does not match the manifest "
-                                            f"({part.n_docs}x{part.dim}, expected {entry['n_docs']}x{dim})")
-                parts.append(part)
-                lives.append(load_tombstones(path, entry, part.n_docs) if entry.get("deletes") else None)
-                derived.append({kind: Unit.open(path, rel, kind, part.n_docs)
-                                for kind, rel in (entry.get("derived") or {}).items()})
-            doc_parts = load_parts(path, snapshot.docstore, mmap)
-            if [d.name for d in doc_parts] != [e["docs"] for e in payload["parts"]]:
-                raise CorruptIndexError(f"{path}: the document store does not match the vector parts")
-            info = {"store": payload.get("store", False), "source": payload.get("source"),
-                    "manifest": dict(snapshot.manifest)}
-            index = cls(parts, lives, doc_parts, payload["model"], dim, model_spec=payload.get("model_spec", ""),
-                        path=path, generation=snapshot.generation, info=info, derived=derived,
-                        kinds=payload.get("derived", ()))
-        except (CorruptIndexError, DimensionMismatchError):
-            raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise CorruptIndexError(f"cannot read vector index {path}: {exc}; rebuild it") from exc
-        index._mmap = mmap
-        if snapshot.identity:
-            index._cache["identity"] = snapshot.identity
-        return index
+    def _opened_extras(cls, path: Path, payload: Mapping[str, Any], parts: Sequence[VectorPart]) -> dict[str, Any]:
+        derived = [{kind: Unit.open(path, rel, kind, part.n_docs) for kind, rel in (entry.get("derived") or {}).items()}
+                   for entry, part in zip(payload["parts"], parts)]
+        return {"derived": derived, "kinds": payload.get("derived", ())}
 
     # ------------------------------------------------------------------ presentation
-    def describe(self) -> dict[str, Any]:
-        return {"path": None if self.path is None else str(self.path), "format": FORMAT,
-                "format_version": FORMAT_VERSION, "generation": self.generation, "documents": len(self),
-                "deleted": self.total_docs - len(self), "dim": self.dim, "model": self.model,
-                "model_spec": self.model_spec, "parts": len(self.parts), "store": self.store,
-                "size_on_disk_bytes": self.size_on_disk(), "identity": self.identity}
-
     def __repr__(self) -> str:
         where = "in memory" if self.path is None else f"{self.path.name!r} gen {self.generation}"
         return f"<VectorIndex {where}: {len(self):,} docs x {self.dim}, model {self.model_spec or self.model}>"
-
-    def __reduce__(self):
-        if self.path is not None:
-            return _reopen, (str(self.path), self._mmap)
-        return _from_state, (self.parts, self.lives, self.doc_parts, self.model, self.dim, self.model_spec,
-                             {"store": self.store, "source": self.source}, self.derived, self.kinds)
-
-
-def _from_state(parts, lives, doc_parts, model, dim, model_spec, info, derived=None, kinds=()) -> VectorIndex:
-    return VectorIndex(parts, lives, doc_parts, model, dim, model_spec=model_spec, info=info, derived=derived,
-                       kinds=kinds)
 
 
 def _units_for(part: VectorPart, kinds: Sequence[str]) -> dict[str, Unit]:
