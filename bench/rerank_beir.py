@@ -6,10 +6,13 @@ test queries, reranked by the cross-encoder and each LLM method with the same mo
                                 [--depth 20] [--only first,icr] [--cross-encoder MODEL]
 
 Query subset (fixed, documented): the split's queries in the order of ``queries.jsonl``
-that have judgments, the first ``--queries`` of them (default 50; SciFact test: ids 1, 3,
-5, 13, 36, ...). The whole default run takes well under 30 minutes on 2 CPU cores with
-SmolLM2-135M (``--model smollm2``, the bundled default); ``--model qwen2.5-coder-0.5b``
-(opt-in, sha256-checked) is ~4x slower per forward pass, so give it fewer queries.
+that have judgments, the first ``--queries`` of them (default 5; SciFact test: ids 1, 3,
+5, 13, 36, then 42, 48, 49, 50, 51, ...). The default is what keeps the whole run under 30
+minutes on 2 CPU cores with SmolLM2-135M (``--model smollm2``, the bundled default): every
+method together costs ~310 s per query on one core (BENCHMARKS.md, 10-query run: PRP alone
+~185 s), so 5 queries take ~26 minutes even on one. ``--model qwen2.5-coder-0.5b``
+(opt-in, sha256-checked) costs ~850 s per query on one core (PRP ~600 s): ``--queries 2``
+stays under 30 minutes. More queries give steadier nDCG@10 at a proportional cost.
 
 Measured, per method (``--json`` prints one object keyed ``bm25``, ``cross_encoder``,
 ``pointwise``, ``prp``, ``rankgpt``, ``first``, ``icr``, ``full``):
@@ -118,7 +121,8 @@ def main() -> None:
     ap.add_argument("data_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                                 "data", "scifact"))
     ap.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
-    ap.add_argument("--queries", type=int, default=50, help="first N judged test queries (default 50)")
+    ap.add_argument("--queries", type=int, default=5, help="first N judged test queries (default 5: under 30 "
+                    "minutes with SmolLM2 on 2 cores; Qwen 0.5B: 2)")
     ap.add_argument("--model", default="smollm2", help="LLM for every LLM method (default smollm2)")
     ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per query (default 20)")
     ap.add_argument("--split", default="test")
