@@ -252,6 +252,43 @@ def test_one_hot_listwise_target_trains_another_model(uninterrupted, tiny_beir, 
         tiny_ce_config(tiny_bert, positive_label=0.0).check()
 
 
+def test_teacher_values_standardise_the_first_stage_and_floor_the_rest():
+    from retrievo.train.data import teacher_values
+
+    got = teacher_values(["a", "b", "c"], [3.0, 2.0, 1.0], ["c", "a", "zz"])
+    z = (1.0 - 2.0) / (2.0 / 3.0) ** 0.5
+    assert got == pytest.approx([z, -z, z])  # "zz" ranked below every candidate: the lowest value
+    assert teacher_values(["a", "b"], [1.0, 1.0], ["a", "x"]) == [0.0, 0.0]
+    assert teacher_values([], [], ["a"]) == [0.0]
+
+
+def test_teacher_targets_order_the_negatives_by_the_first_stage(tiny_beir, tiny_index, tiny_bert, tmp_path):
+    from retrievo.train.cross_encoder import train_cross_encoder, training_dataset
+    from retrievo.train.data import NegativePlan, build_lists, prepare
+
+    config = tiny_ce_config(tiny_bert, positive_label=2.0, teacher_weight=0.5)
+    data = prepare(tiny_beir, "train", depth=5, dev_fraction=0.0, index=tiny_index, progress=False)
+    dataset, _ = training_dataset(data, config)
+    lists = build_lists(data.train, data.candidates, data.doc_ids, NegativePlan.parse(config.negatives),
+                        config.epochs, config.seed)
+    for tl, labels in zip(lists, dataset["labels"]):
+        docs = [tl.positive, *tl.negatives]
+        ranked = dict(zip(data.candidates[tl.qid], data.scores[tl.qid]))
+        expected = [(2.0 if i == 0 else 0.0) + 0.5 * v for i, v in enumerate(data.teacher(tl.qid, docs))]
+        assert labels == pytest.approx(expected)
+        # a better first-stage score never gets a lower target among the negatives
+        negs = sorted((ranked.get(d, float("-inf")), t) for d, t in zip(docs[1:], labels[1:]))
+        assert all(a[1] <= b[1] + 1e-12 for a, b in zip(negs, negs[1:]))
+    assert any(len(set(labels[1:])) > 1 for labels in dataset["labels"])
+    outcome = train_cross_encoder(tiny_beir, tmp_path / "teacher", config=config, index=tiny_index, progress=False)
+    manifest = json.loads((tmp_path / "teacher" / "retrievo-training.json").read_text())
+    assert outcome.steps > 0 and manifest["hyperparameters"]["teacher_weight"] == 0.5
+    with pytest.raises(ConfigError):
+        tiny_ce_config(tiny_bert, teacher_weight=-1.0).check()
+    with pytest.raises(ConfigError):
+        tiny_ce_config(tiny_bert, teacher_weight=1.0, loss="pointwise").check()
+
+
 def test_time_budget_stops_the_run(tiny_beir, tiny_index, tiny_bert, tmp_path):
     from retrievo.train.cross_encoder import train_cross_encoder
 

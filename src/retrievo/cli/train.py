@@ -81,6 +81,10 @@ def cross_encoder_cmd(
     positive_label: float = typer.Option(CE.positive_label, help="Listwise: the positive's label against 0 for "
                                          "negatives; 1 is ListNet's soft target, a large value (10) a one-hot "
                                          "target (softmax cross-entropy of the positive against its negatives)."),
+    teacher_weight: float = typer.Option(CE.teacher_weight, help="Listwise: add this times the first stage's "
+                                         "score of each document (standardised over the query's candidates) to "
+                                         "its label, so the targets also order the negatives (distillation from "
+                                         "the first stage); 0: labels only."),
     negatives: str = typer.Option(CE.negatives, help=NEGATIVES_HELP),
     curriculum: Curriculum = CE.curriculum,
     first_stage: str = typer.Option(CE.first_stage, help="Pipeline spec that mines the candidates, e.g. "

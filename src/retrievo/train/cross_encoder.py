@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraError
-from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
+from retrievo.train.data import NegativePlan, Prepared, TrainingList, build_lists, prepare
 from retrievo.train.manifest import base_model_identity, write_manifest
 from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, pick_device,
                                 prepare_checkpoints, quiet, resumed_step, sequential_batches, time_budget_callback,
@@ -51,7 +51,11 @@ class CrossEncoderConfig(TrainingConfig):
     base: str = DEFAULT_BASE
     loss: str = "listwise"
     positive_label: float = 1.0
-    max_length: int = 128
+    teacher_weight: float = 0.0
+    # the best recipe measured on SciFact's dev split (BENCHMARKS.md, "Cross-encoder recipes"):
+    # one epoch at 256 tokens and lr 1e-4 took ~25 idle minutes on 2 CPU cores
+    learning_rate: float = 1e-4
+    max_length: int = 256
     dev_depth: int = 20
     dtype: str = "auto"
 
@@ -62,6 +66,10 @@ class CrossEncoderConfig(TrainingConfig):
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not self.positive_label > 0:
             raise ConfigError(f"positive_label must be > 0, got {self.positive_label}")
+        if not self.teacher_weight >= 0:
+            raise ConfigError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
+        if self.teacher_weight and self.loss != "listwise":
+            raise ConfigError("teacher_weight needs the listwise loss (its targets are the labels of a list)")
         super().check()
 
 
@@ -117,7 +125,7 @@ def training_dataset(data: Prepared, config: CrossEncoderConfig):
         return Dataset.from_dict({
             "query": [query[tl.qid] for tl in lists],
             "docs": [[texts[tl.positive], *(texts[d] for d in tl.negatives)] for tl in lists],
-            "labels": [[float(config.positive_label)] + [0.0] * len(tl.negatives) for tl in lists]}), len(lists)
+            "labels": [list_targets(data, tl, config) for tl in lists]}), len(lists)
     rows: dict[str, list] = {"query": [], "doc": [], "label": []}
     for tl in lists:
         for d, label in ((tl.positive, 1.0), *((n, 0.0) for n in tl.negatives)):
@@ -125,6 +133,17 @@ def training_dataset(data: Prepared, config: CrossEncoderConfig):
             rows["doc"].append(texts[d])
             rows["label"].append(label)
     return Dataset.from_dict(rows), len(lists)
+
+
+def list_targets(data: Prepared, tl: TrainingList, config: CrossEncoderConfig) -> list[float]:
+    """ListNet targets of one list (positive first): ``positive_label`` for the positive,
+    0 for the negatives, plus ``teacher_weight`` times the first stage's standardised
+    score of each document (:meth:`~retrievo.train.data.Prepared.teacher`)."""
+    targets = [float(config.positive_label)] + [0.0] * len(tl.negatives)
+    if config.teacher_weight:
+        teacher = data.teacher(tl.qid, [tl.positive, *tl.negatives])
+        targets = [t + config.teacher_weight * v for t, v in zip(targets, teacher)]
+    return targets
 
 
 def dev_evaluator(data: Prepared, depth: int, batch_size: int = 32):
@@ -214,5 +233,5 @@ def _trainer(model, dataset, data: Prepared, config: CrossEncoderConfig, out: Pa
     return quiet(trainer, progress), budget
 
 
-__all__ = ["CrossEncoderConfig", "DEFAULT_BASE", "LOSSES", "dev_evaluator", "load_base", "resolve_base",
+__all__ = ["CrossEncoderConfig", "DEFAULT_BASE", "LOSSES", "dev_evaluator", "list_targets", "load_base", "resolve_base",
            "train_cross_encoder", "training_dataset"]

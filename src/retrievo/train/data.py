@@ -155,18 +155,40 @@ def mine_candidates(index: Any, queries: Queries, first_stage: str = "bm25", dep
                     progress: bool = True) -> dict[str, list[str]]:
     """Each query's top ``depth`` documents under the first-stage pipeline ``first_stage``
     (any spec the registry parses), self-hits dropped: ``{qid: [doc ids, best first]}``."""
+    return {q: ids for q, (ids, _) in mine_scored(index, queries, first_stage, depth, progress).items()}
+
+
+def mine_scored(index: Any, queries: Queries, first_stage: str = "bm25", depth: int = 100,
+                progress: bool = True) -> dict[str, tuple[list[str], list[float]]]:
+    """:func:`mine_candidates` with the first stage's scores: ``{qid: (doc ids, scores)}``."""
     from retrievo.pipeline import parse
 
     if depth < 1:
         raise ConfigError(f"candidate depth must be >= 1, got {depth}")
     stage = parse(f"({first_stage}) % {int(depth) + 1}", {"index": index})
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[list[str], list[float]]] = {}
     batch = 256
     chunks = [queries.subset(queries.ids[i:i + batch]) for i in range(0, len(queries), batch)]
     for chunk in _bar(chunks, progress, f"mining candidates ({first_stage})"):
         for ranked in stage(chunk).drop_self_hits():
-            out[ranked.qid] = [str(d) for d in ranked.doc_ids.tolist()[:depth]]
+            out[ranked.qid] = ([str(d) for d in ranked.doc_ids.tolist()[:depth]],
+                               [float(x) for x in ranked.scores.tolist()[:depth]])
     return out
+
+
+def teacher_values(ids: Sequence[str], scores: Sequence[float], docs: Sequence[str]) -> list[float]:
+    """The first stage's opinion of ``docs`` for one query, on a scale shared by queries:
+    each score standardised over the query's candidates (mean 0, deviation 1). A document
+    outside the candidates ranked below all of them, so it gets the lowest candidate's
+    value (its own score is at most that); with no spread, every value is 0."""
+    if not ids:
+        return [0.0] * len(docs)
+    values = np.asarray(scores, dtype=np.float64)
+    spread = float(values.std())
+    z = (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+    by_id = dict(zip(ids, z.tolist()))
+    floor = float(z.min())
+    return [by_id.get(d, floor) for d in docs]
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,11 @@ class Prepared:
     first_stage: str
     data_dir: str
     split: str
+    scores: dict[str, list[float]] = field(default_factory=dict)  # the candidates' first-stage scores
+
+    def teacher(self, qid: str, docs: Sequence[str]) -> list[float]:
+        """:func:`teacher_values` of ``docs`` for query ``qid``."""
+        return teacher_values(self.candidates.get(qid, []), self.scores.get(qid, []), docs)
 
     def passages(self, doc_ids: Sequence[str]) -> dict[str, str]:
         return passages(self.index, doc_ids)
@@ -293,11 +320,12 @@ def prepare(data_dir: str | os.PathLike, split: str = "train", *, first_stage: s
     judged = load_judgments(data_dir, split)
     train_ids, dev_ids = carve_dev(judged.queries.ids, dev_fraction, dev_seed)
     idx = open_index(data_dir, index, progress=progress)
-    candidates = mine_candidates(idx, judged.queries, first_stage, depth, progress=progress)
+    mined = mine_scored(idx, judged.queries, first_stage, depth, progress=progress)
     live = idx.live
     ids = [str(d) for d in (idx.doc_ids if live is None else idx.doc_ids[live]).tolist()]
-    return Prepared(judged.subset(train_ids), judged.subset(dev_ids) if dev_ids else None, candidates, idx, ids,
-                    first_stage, str(data_dir), split)
+    return Prepared(judged.subset(train_ids), judged.subset(dev_ids) if dev_ids else None,
+                    {q: c for q, (c, _) in mined.items()}, idx, ids, first_stage, str(data_dir), split,
+                    {q: s for q, (_, s) in mined.items()})
 
 
 def _bar(items: Sequence[Any], enabled: bool, desc: str):
@@ -309,4 +337,5 @@ def _bar(items: Sequence[Any], enabled: bool, desc: str):
 
 
 __all__ = ["DEFAULT_NEGATIVES", "Judgments", "NegativePlan", "Tier", "TrainingList", "build_lists", "carve_dev",
-           "load_judgments", "mine_candidates", "open_index", "passages", "Prepared", "prepare"]
+           "load_judgments", "mine_candidates", "mine_scored", "open_index", "passages", "Prepared", "prepare",
+           "teacher_values"]
