@@ -13,6 +13,11 @@ stage's candidates (:mod:`retrievo.train.data`). Two losses:
                         (the positive gets e/(e+n) of the mass: a loss that moves little
                         from ln(n+1)); a large value (e.g. 10) makes the target one-hot, i.e.
                         softmax cross-entropy of the positive against its negatives.
+                        ``teacher_weight`` > 0 adds that times the first stage's score of
+                        each document, standardised over the query's candidates, to its
+                        target, so the targets also order the negatives among themselves
+                        (distillation from the first stage; measured on SciFact dev in
+                        BENCHMARKS.md).
 ``pointwise``           binary cross-entropy on each (query, passage) pair, the positive
                         weighted by the negatives per list so both classes weigh the same.
                         With hard negatives and about one epoch it was seen to collapse to
