@@ -37,8 +37,6 @@ the scores a full retrieval gives them; a candidate that matches no query term s
 
 from __future__ import annotations
 
-import copy
-import os
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -47,19 +45,20 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
+from retrievo.errors import ConfigError, EmptyQueryError
 from retrievo.index import scorecache
 from retrievo.index.inverted import InvertedIndex
-from retrievo.pipeline import Retriever, spec_call
 from retrievo.registry import BM25_METHODS
-from retrievo.resources import is_memory_name, resource_name
 from retrievo.retrieve import prune
+from retrievo.retrieve.first_stage import (DEFAULT_K, FirstStage, check_at_least, context_index, rank_candidates,
+                                           top_k_rankings)
+from retrievo.retrieve.first_stage import default_threads  # noqa: F401 - importable from here, as before
+from retrievo.retrieve.postings import postings_scorer, stacked_indptr, thread_workspace
 from retrievo.retrieve.prune import RangeTable, RangeWorkspace, prunable, range_table, search_ranges
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
 METHODS = BM25_METHODS  # the registry's option schema and the retriever share one list
-DEFAULT_K = 1000
 PRUNING = ("auto", "on", "off")  # the registry's bm25 "pruning" choices
 # "auto" prunes every query whose weights are >= 0 (over non-negative impacts): the only
 # cost of pruning is one pass over the query terms' per-range bounds (a few hundred runs
@@ -222,13 +221,9 @@ def segment_impacts(index: InvertedIndex, params: BM25Params,
     return results
 
 
-def default_threads() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 64))
-
-
 # ---------------------------------------------------------------------------- the stage
 @dataclass(eq=False)
-class BM25(Retriever):
+class BM25(FirstStage):
     """BM25 over an :class:`InvertedIndex`. ``BM25(index)`` is Pyserini's default
     (Lucene, k1=0.9, b=0.4, top 1000). Takes queries (retrieval) or rankings (scores
     the candidates only)."""
@@ -254,10 +249,8 @@ class BM25(Retriever):
                               "term frequencies, so BM25 scores over them are meaningless; search it with the "
                               "splade stage")
         self.params = BM25Params(float(self.k1), float(self.b), self.method, self.delta)
-        if self.k < 0:
-            raise ConfigError(f"k must be >= 0, got {self.k}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        check_at_least(0, k=self.k)
+        check_at_least(1, threads=self.threads)
         if self.pruning not in PRUNING:
             raise ConfigError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
         if self.filter is not None:
@@ -267,15 +260,11 @@ class BM25(Retriever):
     @classmethod
     def from_options(cls, ctx: Mapping[str, Any], index: InvertedIndex | None = None, **options: Any) -> "BM25":
         """Registry factory: ``bm25(index='sf.idx', k1=...)``, or the context's index."""
-        index = index if index is not None else ctx.get("index")
-        if index is None:
-            raise ConfigError("the bm25 stage needs an index: name one (bm25(index='sf.idx')), build one with "
-                              "`retrievo index`, or pass ctx={'index': ...}")
-        return cls(index, **options)
+        return cls(context_index(ctx, index, "bm25", suggest_build=True), **options)
 
     # search-time arrays are built once per index generation
     def _arrays(self):
-        key = (id(self.index), self.index.version)
+        key = self._index_key()
         if self._state.get("key") != key:
             index = self.index
             v = index.vocab_size
@@ -284,13 +273,7 @@ class BM25(Retriever):
             if single:
                 indptr = np.asarray(index.segments[0].indptr, dtype=np.int64)[None, :]
             else:
-                indptr = np.zeros((max(len(index.segments), 1), v + 1), dtype=np.int64)
-                base_post = 0
-                for s, seg in enumerate(index.segments):
-                    ip = np.asarray(seg.indptr)
-                    indptr[s, : len(ip)] = ip + base_post
-                    indptr[s, len(ip):] = ip[-1] + base_post
-                    base_post += seg.n_postings
+                indptr = stacked_indptr(index.segments, v)
             cached = self._load_cached(index)
             if cached is not None:
                 imps, table = cached["imps"], RangeTable(*(cached[f] for f in _TABLE_FIELDS), prune.RANGE_DOCS)
@@ -437,7 +420,7 @@ class BM25(Retriever):
         q_ptr, q_terms, q_weights = self._query_terms(queries, st["vocab"])
         # the kernel splits a batch into `threads` chunks (prange): no process-wide thread
         # setting is changed, so concurrent callers and other numba code are unaffected
-        threads = max(1, min(self.threads or default_threads(), len(queries)))
+        threads = self._threads_for(len(queries))
         k = min(self.k, st["n_docs"])
         pruned = self._pruned_queries(q_ptr, q_weights, k, st)
         # the filter joins the live bitmap: both kernels skip excluded documents before
@@ -457,17 +440,7 @@ class BM25(Retriever):
                 q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["table"], live,
                 st["id_rank"], st["by_rank"], k, pruned, self._range_workspace(st, k, threads), threads,
                 st["min_imp"])
-        if len(queries) == 1:
-            n = int(counts[0])
-            flat, scores = out_docs[0, :n], out_scores[0, :n]
-        elif (counts == k).all():  # every list is full: no compaction needed
-            flat, scores = out_docs.reshape(-1), out_scores.reshape(-1)
-        else:
-            mask = np.arange(k)[None, :] < counts[:, None]
-            flat, scores = out_docs[mask], out_scores[mask]
-        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return Rankings(queries, st["ids"][flat], scores, offsets)
+        return top_k_rankings(queries, st["ids"], out_docs, out_scores, counts)
 
     def _score_candidates(self, rankings: Rankings) -> Rankings:
         """BM25 scores of each query's candidates, in the kernel's order of summation (query
@@ -477,46 +450,12 @@ class BM25(Retriever):
         queries = rankings.queries
         q_ptr, q_terms, q_weights = self._query_terms(queries, st["vocab"])
         id_map = self.index._ids_to_global()
-        indptr, docs, imps = st["indptr"], st["docs"], st["imps"]
         keep = None if self.filter is None else self.index.filter_mask(self.filter)
-        lists = []
-        for qi, ranked in enumerate(rankings):
-            cand_ids = ranked.doc_ids.tolist()
-            try:
-                cands = np.fromiter((id_map[d] for d in cand_ids), dtype=np.int64, count=len(cand_ids))
-            except KeyError as exc:
-                raise UnknownIdError(f"bm25 cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
-                                     "it is not in the index") from None
-            if keep is not None:  # a filtered stage passes on only the candidates the filter keeps
-                kept = keep[cands]
-                cands, ranked = cands[kept], ranked.doc_ids[kept]
-            else:
-                ranked = ranked.doc_ids
-            acc = np.zeros(len(cands), dtype=np.float64)
-            for j in range(q_ptr[qi], q_ptr[qi + 1]):
-                t, w = q_terms[j], q_weights[j]
-                for s in range(indptr.shape[0]):
-                    a, b = indptr[s, t], indptr[s, t + 1]
-                    if a == b:
-                        continue
-                    seg_docs = docs[a:b]
-                    pos = np.searchsorted(seg_docs, cands)
-                    pos[pos >= len(seg_docs)] = 0
-                    hit = seg_docs[pos] == cands
-                    acc[hit] += (w * imps[a:b][pos[hit]]).astype(np.float64)
-            scores = acc.astype(np.float32)
-            order = np.lexsort((st["id_rank"][cands], -scores))
-            lists.append((ranked[order], scores[order]))
-        return Rankings.from_lists(queries, lists)
+        score = postings_scorer(q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"])
+        return rank_candidates(rankings, id_map, st["id_rank"], "bm25", score, keep=keep)
 
     def _workspace(self, threads: int) -> Workspace:
-        # one workspace per calling Python thread, so concurrent callers never share buffers
-        local = self._state.setdefault("local", threading.local())
-        work = getattr(local, "work", None)
-        n_docs = self._state["n_docs"]
-        if work is None or work.n_docs != n_docs or work.threads < threads:
-            work = local.work = Workspace(n_docs, threads)
-        return work
+        return thread_workspace(self._state, threads)
 
     def _range_workspace(self, st: dict[str, Any], k: int, threads: int) -> RangeWorkspace:
         # one per calling Python thread, like the exhaustive kernel's workspace
@@ -527,13 +466,6 @@ class BM25(Retriever):
             work = local.ranges = RangeWorkspace(table.n_ranges, table.range_docs, k, threads)
         return work
 
-    def with_cutoff(self, k: int) -> "BM25":
-        if k >= self.k:
-            return self
-        clone = copy.copy(self)  # shares _state: the impacts are not computed again
-        clone.k = k
-        return clone
-
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
         defaults = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": None, "threads": None, "pruning": "auto",
@@ -541,13 +473,6 @@ class BM25(Retriever):
         for key, default in defaults.items():
             if getattr(self, key) != default:
                 params[key] = getattr(self, key)
-        if resources:
-            params["index"] = resource_name(self.index, "index")
-        spec = spec_call("bm25", params)
-        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
-
-    def resources(self) -> dict[str, Any]:
-        name = resource_name(self.index, "index")
-        return {name: self.index} if is_memory_name(name) else {}
+        return self._finish_spec(params, resources)
 
 __all__ = ["BM25", "BM25Params", "METHODS", "lucene_length_table", "lucene_encode_lengths", "segment_impacts"]

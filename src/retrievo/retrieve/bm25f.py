@@ -35,7 +35,6 @@ and skips that step. Filters (``filter=``) apply before top-k selection, as in `
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,14 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
+from retrievo.errors import ConfigError, EmptyQueryError
 from retrievo.index.inverted import InvertedIndex
-from retrievo.pipeline import Retriever, spec_call
-from retrievo.resources import is_memory_name, resource_name
 from retrievo.retrieve.bm25 import idf_weights, lucene_encode_lengths, lucene_length_table
+from retrievo.retrieve.first_stage import DEFAULT_K, FirstStage, check_at_least, rank_candidates
 from retrievo.types import Queries, Rankings
 
-DEFAULT_K = 1000
 DEFAULT_WEIGHTS = {"title": 1.0, "text": 1.0}
 DEFAULT_B = 0.4
 COMBINE = ("bm25f", "sum")
@@ -121,7 +118,7 @@ def _derive(index: InvertedIndex, names: tuple[str, ...]) -> FieldPostings:
 
 
 @dataclass(eq=False)
-class BM25F(Retriever):
+class BM25F(FirstStage):
     """BM25F or per-field BM25 over the named fields of an :class:`InvertedIndex`.
 
     ``weights`` maps field names to weights (default title=1, text=1), ``b`` maps field
@@ -159,8 +156,7 @@ class BM25F(Retriever):
             raise ConfigError(f"k1 must be > 0 for bm25f, got {self.k1}")
         if self.combine not in COMBINE:
             raise ConfigError(f"combine must be one of {', '.join(COMBINE)}, got {self.combine!r}")
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
+        check_at_least(1, k=self.k)
         if self.filter is not None:
             self.index.filter_mask(self.filter)
         self._arrays()
@@ -181,7 +177,7 @@ class BM25F(Retriever):
 
     # ------------------------------------------------------------------ statistics
     def _arrays(self) -> dict[str, Any]:
-        key = (id(self.index), self.index.version)
+        key = self._index_key()
         st = self._state
         if st.get("key") == key:
             return st
@@ -292,31 +288,14 @@ class BM25F(Retriever):
         queries = rankings.queries
         id_map = self.index._ids_to_global()
         keep = None if self.filter is None else self.index.filter_mask(self.filter)
-        lists = []
-        for i, ranked in enumerate(rankings):
-            try:
-                cands = np.fromiter((id_map[d] for d in ranked.doc_ids.tolist()), dtype=np.int64,
-                                    count=len(ranked.doc_ids))
-            except KeyError as exc:
-                raise UnknownIdError(f"bm25f cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
-                                     "it is not in the index") from None
-            doc_ids = ranked.doc_ids
-            if keep is not None:
-                doc_ids, cands = doc_ids[keep[cands]], cands[keep[cands]]
+
+        def score(i: int, cands: np.ndarray) -> np.ndarray:
             acc, _ = self._scores(st, self._query_terms(queries, i, st["fp"].vocab))
-            scores = acc[cands].astype(np.float32)
-            order = np.lexsort((st["id_rank"][cands], -scores))
-            lists.append((doc_ids[order], scores[order]))
-        return Rankings.from_lists(queries, lists)
+            return acc[cands].astype(np.float32)
+
+        return rank_candidates(rankings, id_map, st["id_rank"], "bm25f", score, keep=keep)
 
     # ------------------------------------------------------------------ identity
-    def with_cutoff(self, k: int) -> "BM25F":
-        if k >= self.k:
-            return self
-        clone = copy.copy(self)  # shares _state: the field statistics are not computed again
-        clone.k = k
-        return clone
-
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = dict(self.weights)
         params.update({f"b_{f}": v for f, v in self.b.items() if v != DEFAULT_B})
@@ -326,14 +305,7 @@ class BM25F(Retriever):
             params["combine"] = self.combine
         if self.filter is not None:
             params["filter"] = self.filter
-        if resources:
-            params["index"] = resource_name(self.index, "index")
-        spec = spec_call("bm25f", params)
-        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
-
-    def resources(self) -> dict[str, Any]:
-        name = resource_name(self.index, "index")
-        return {name: self.index} if is_memory_name(name) else {}
+        return self._finish_spec(params, resources)
 
 
 __all__ = ["BM25F", "COMBINE", "FieldPostings", "field_postings"]

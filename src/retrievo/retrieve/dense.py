@@ -40,7 +40,6 @@ moved query vector to ``dense``; a vector from another model is refused.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
@@ -52,16 +51,17 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, EmptyQueryError, ModelMismatchError, UnknownIdError
+from retrievo.errors import ConfigError, EmptyQueryError, ModelMismatchError
 from retrievo.index.vectors import VectorIndex
-from retrievo.pipeline import Retriever, charge, spec_call
-from retrievo.resources import is_memory_name, resource_name
+from retrievo.pipeline import charge
 from retrievo.retrieve.encoded import content_hashes, plan_sync
 from retrievo.retrieve.exact import score_numbers, search_blocks
+from retrievo.retrieve.first_stage import (DEFAULT_K, EncodingStage, check_at_least, context_index, no_rankings,
+                                           rank_candidates, top_k_rankings)
+from retrievo.retrieve.first_stage import default_threads  # noqa: F401 - importable from here, as before
 from retrievo.retrieve.quantized import CODES, search_codes
 from retrievo.types import Queries, Rankings
 
-DEFAULT_K = 1000
 CACHE_ENV = "RETRIEVO_CACHE_DIR"
 # exact search with a filter keeping at most this fraction of the documents scores only
 # their vectors (gathered once per filter and index version, FILTER_CACHE filters kept)
@@ -70,11 +70,6 @@ FILTER_SUBSET_FRACTION = 0.125
 FILTER_CACHE = 8
 VECTOR_META = "vector"
 VECTOR_MODEL_META = "vector_model"
-
-
-def default_threads() -> int:
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n, 64))
 
 
 def model_key(identity: str) -> str:
@@ -200,7 +195,7 @@ def encoder_spec(encoder: Any) -> str:
 
 
 @dataclass(eq=False)
-class Dense(Retriever):
+class Dense(EncodingStage):
     """Exact dense retrieval (inner product; cosine for normalised encoders such as the
     default all-MiniLM-L6-v2). Takes queries (retrieval) or rankings (scores the
     candidates only)."""
@@ -223,34 +218,24 @@ class Dense(Retriever):
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "dense"
     takes = (Queries, Rankings)
+    encoded_index = VectorIndex
+    encoder_options = ("dtype", "batch_size")
 
     def __post_init__(self):
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_at_least(1, k=self.k, threads=self.threads, batch_size=self.batch_size)
         if self.codes == "none":
             self.codes = None
         if self.codes is not None and self.codes not in CODES:
             raise ConfigError(f"codes must be none or one of {', '.join(CODES)}, got {self.codes!r}")
-        if self.rescore < 0:
-            raise ConfigError(f"rescore must be >= 0, got {self.rescore}")
+        check_at_least(0, rescore=self.rescore)
         if self.bigranular and self.codes is None:
             raise ConfigError("bigranular=true needs compact codes in RAM: add codes=binary or codes=int8")
         if self.search not in ("exact", "hnsw"):
             raise ConfigError(f"search must be exact or hnsw, got {self.search!r}")
         if self.search == "hnsw" and self.codes is not None:
             raise ConfigError("search=hnsw and codes are two different candidate generators; choose one")
-        for name in ("m", "ef_construction", "ef"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        from retrievo.index.inverted import InvertedIndex
-
-        if not isinstance(self.index, (VectorIndex, InvertedIndex)):
-            raise ConfigError(f"dense needs a VectorIndex or an InvertedIndex with stored documents, "
-                              f"got {type(self.index).__name__}")
+        check_at_least(1, m=self.m, ef_construction=self.ef_construction, ef=self.ef)
+        self._check_index_type()
         if self.filter is not None:
             self.index.filter_mask(self.filter)  # a bad filter fails here, before anything is encoded
         self._vectors()  # encode (or open the cache) now, so the first batch's timing is only search
@@ -258,39 +243,19 @@ class Dense(Retriever):
     @classmethod
     def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "Dense":
         """Registry factory: ``dense(index='sf.idx', model=...)``, or the context's index."""
-        index = index if index is not None else ctx.get("index")
-        if index is None:
-            raise ConfigError("the dense stage needs an index: name one (dense(index='sf.idx')), build one with "
-                              "`retrievo index`, or pass ctx={'index': ...}")
-        return cls(index, **options)
+        return cls(context_index(ctx, index, "dense", suggest_build=True), **options)
 
     # resources ---------------------------------------------------------------------------
-    def encoder(self):
-        """The shared encoder this stage uses (loaded on first use)."""
-        if "encoder" not in self._state:
-            from retrievo.models.encoder import load_encoder
+    def _load_encoder(self, model: str | None, **options: Any) -> Any:
+        from retrievo.models.encoder import load_encoder
 
-            options: dict[str, Any] = {}
-            if self.dtype is not None:
-                options["dtype"] = self.dtype
-            if self.batch_size is not None:
-                options["batch_size"] = self.batch_size
-            model = self.model
-            if model is None and isinstance(self.index, VectorIndex) and self.index.model_spec:
-                model = self.index.model_spec
-            self._state["encoder"] = load_encoder(model, **options)
-        return self._state["encoder"]
+        return load_encoder(model, **options)
 
     def _vectors(self) -> VectorIndex:
-        key = (id(self.index), getattr(self.index, "version", 0))
+        key = self._index_key()
         if self._state.get("key") != key:
-            encoder = self.encoder()
-            if isinstance(self.index, VectorIndex):
-                self.index.check_model(encoder.identity())
-                vindex = self.index
-            else:
-                vindex = vectors_for(self.index, encoder, progress=self.progress)
-            vindex.check_dim(encoder.dim)
+            vindex = self._encoded_documents(vectors_for)
+            vindex.check_dim(self.encoder().dim)
             self._state.update(key=key, vindex=vindex, codes=None, graphs=None)
             if self.codes is not None:  # stored with the index: computed once, then read
                 self._state["codes"] = [u.value() for u in self._derived(vindex, self.codes)]
@@ -352,11 +317,6 @@ class Dense(Retriever):
             return [d[kind] if kind in d else Unit.in_memory(kind, p.n_docs, build_arrays(kind, np.asarray(p.vectors)))
                     for p, d in zip(vindex.parts, vindex.derived)]
 
-    @property
-    def models(self) -> list[str]:
-        """Model identities (for protocols)."""
-        return [self.encoder().identity()]
-
     # search --------------------------------------------------------------------------------
     def query_vectors(self, queries: Queries) -> np.ndarray:
         """One vector per query: the vector a rewriter attached (``meta["vector"]``), else
@@ -389,9 +349,9 @@ class Dense(Retriever):
         queries = inp
         vindex = self._vectors()
         if not len(queries):
-            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+            return no_rankings(queries)
         qv = self.query_vectors(queries)
-        threads = max(1, min(self.threads or default_threads(), len(queries)))
+        threads = self._threads_for(len(queries))
         allowed = self._allowed(vindex)  # the filter joins the live bitmap, applied before top-k
         if self.codes is not None:
             docs, scores, counts = search_codes(self._state["codes"], qv, vindex, self.k, self.rescore, threads,
@@ -409,11 +369,7 @@ class Dense(Retriever):
         else:
             docs, scores, counts = search_blocks(qv, vindex.blocks(), vindex.total_docs, allowed,
                                                  vindex.id_rank, vindex.by_rank, self.k, threads)
-        k = docs.shape[1]
-        mask = np.arange(k)[None, :] < counts[:, None]
-        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return Rankings(queries, vindex.doc_ids[docs[mask]], scores[mask], offsets)
+        return top_k_rankings(queries, vindex.doc_ids, docs, scores, counts)
 
     def _score_candidates(self, rankings: Rankings) -> Rankings:
         """Inner products of each query with its candidates, sorted like a retrieval
@@ -421,26 +377,13 @@ class Dense(Retriever):
         vindex = self._vectors()
         queries = rankings.queries
         if not len(queries):
-            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+            return no_rankings(queries)
         qv = self.query_vectors(queries)
         id_map = vindex.docstore.id_map()
-        id_rank = vindex.id_rank
         keep = None if self.filter is None else self._allowed(vindex)
-        lists = []
-        for qi, ranked in enumerate(rankings):
-            cand_ids = ranked.doc_ids.tolist()
-            try:
-                numbers = np.fromiter((id_map[d] for d in cand_ids), dtype=np.int64, count=len(cand_ids))
-            except KeyError as exc:
-                raise UnknownIdError(f"dense cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
-                                     "it is not in the vector index") from None
-            doc_ids = ranked.doc_ids
-            if keep is not None:  # a filtered stage passes on only the candidates the filter keeps
-                doc_ids, numbers = doc_ids[keep[numbers]], numbers[keep[numbers]]
-            scores = score_numbers(qv[qi], vindex.vectors_of(numbers))
-            order = np.lexsort((id_rank[numbers], -scores))
-            lists.append((doc_ids[order], scores[order]))
-        return Rankings.from_lists(queries, lists)
+        return rank_candidates(rankings, id_map, vindex.id_rank, "dense",
+                               lambda qi, numbers: score_numbers(qv[qi], vindex.vectors_of(numbers)),
+                               where="the vector index", keep=keep)
 
     # identity ----------------------------------------------------------------------------
     def with_cutoff(self, k: int) -> "Dense | None":
@@ -448,11 +391,7 @@ class Dense(Retriever):
             # the candidate depth is k x rescore (or the k graph neighbours): pushing a
             # cut-off in would change the candidates, so (s % k)(q) would differ from s(q).cut(k)
             return None
-        if k >= self.k:
-            return self
-        clone = copy.copy(self)  # shares _state: the encoder and vectors are not loaded again
-        clone.k = k
-        return clone
+        return super().with_cutoff(k)
 
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
@@ -473,14 +412,7 @@ class Dense(Retriever):
         approximate = self.codes is not None or self.search == "hnsw"
         if approximate and self.k != DEFAULT_K:
             params["k"] = self.k  # not a cut-off: it sets the candidate depth (see with_cutoff)
-        if resources:
-            params["index"] = resource_name(self.index, "index")
-        spec = spec_call("dense", params)
-        return spec if self.k == DEFAULT_K or approximate else f"{spec} % {self.k}"
-
-    def resources(self) -> dict[str, Any]:
-        name = resource_name(self.index, "index")
-        return {name: self.index} if is_memory_name(name) else {}
+        return self._finish_spec(params, resources, cut_off=not approximate)
 
 
 __all__ = ["DEFAULT_K", "Dense", "cache_folder", "cache_root", "encoder_spec", "model_key", "vectors_for"]

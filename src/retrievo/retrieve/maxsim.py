@@ -24,7 +24,6 @@ reranks the candidates only.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,17 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, EmptyQueryError, UnknownIdError
+from retrievo.errors import EmptyQueryError
 from retrievo.index.multivectors import MultiVectorIndex
-from retrievo.pipeline import Retriever, charge, spec_call
-from retrievo.resources import is_memory_name, resource_name
-from retrievo.retrieve.dense import _live_numbers, _StoreTexts, default_threads
+from retrievo.pipeline import charge
+from retrievo.retrieve.dense import _live_numbers, _StoreTexts
 from retrievo.retrieve.encoded import content_hashes, plan_sync
 from retrievo.retrieve.exact import blas_threads, search_blocks
+from retrievo.retrieve.first_stage import (DEFAULT_K, EncodingStage, candidate_numbers, check_at_least, context_index,
+                                           no_rankings, top_k_rankings)
 from retrievo.retrieve.splade import cache_folder, stored_texts
 from retrievo.types import Queries, Rankings
 
-DEFAULT_K = 1000
 BLOCK_TOKENS = 16384  # document tokens per BLAS product in exhaustive search
 RESCORE_ROWS = 2048  # token rows per product when re-scoring candidates (the buffer stays in cache)
 QUERY_ROWS = 2048  # query token rows per product (bounds the score block at 128 MB)
@@ -219,50 +218,33 @@ def multivectors_for(lexical: Any, encoder: Any, progress: bool = True, dtype: s
         return MultiVectorIndex.open(folder)
 
 
-class LateInteraction(Retriever):
+class LateInteraction(EncodingStage):
     """What ``maxsim`` and ``muvera`` share: the encoder, the multi-vector index (its own,
-    or a lexical index's documents encoded once), and query encoding."""
+    or a lexical index's documents encoded once), query encoding, and exact MaxSim of
+    given candidates."""
+
+    encoded_index = MultiVectorIndex
+    encoder_options = ("dim", "query_length", "max_length", "batch_size")
 
     def _setup_checks(self) -> None:
-        from retrievo.index.inverted import InvertedIndex
+        check_at_least(1, k=self.k, threads=self.threads)
+        check_at_least(0, query_length=self.query_length)
+        self._check_index_type()
 
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.query_length is not None and self.query_length < 0:
-            raise ConfigError(f"query_length must be >= 0, got {self.query_length}")
-        if not isinstance(self.index, (MultiVectorIndex, InvertedIndex)):
-            raise ConfigError(f"{self.name} needs a MultiVectorIndex or an InvertedIndex with stored documents, "
-                              f"got {type(self.index).__name__}")
+    @classmethod
+    def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "LateInteraction":
+        return cls(context_index(ctx, index, cls.name), **options)
 
-    def encoder(self):
-        if "encoder" not in self._state:
-            from retrievo.models.multivector import load_multivector
+    def _load_encoder(self, model: str | None, **options: Any) -> Any:
+        from retrievo.models.multivector import load_multivector
 
-            options = {k: getattr(self, k) for k in ("dim", "query_length", "max_length", "batch_size")
-                       if getattr(self, k) is not None}
-            model = self.model
-            if model is None and isinstance(self.index, MultiVectorIndex) and self.index.model_spec:
-                model = self.index.model_spec
-            self._state["encoder"] = load_multivector(model, **options)
-        return self._state["encoder"]
+        return load_multivector(model, **options)
 
     def multivectors(self) -> MultiVectorIndex:
-        key = (id(self.index), getattr(self.index, "version", 0))
+        key = self._index_key()
         if self._state.get("mkey") != key:
-            encoder = self.encoder()
-            if isinstance(self.index, MultiVectorIndex):
-                self.index.check_model(encoder.identity())
-                mindex = self.index
-            else:
-                mindex = multivectors_for(self.index, encoder, progress=self.progress)
-            self._state.update(mkey=key, mindex=mindex)
+            self._state.update(mkey=key, mindex=self._encoded_documents(multivectors_for))
         return self._state["mindex"]
-
-    @property
-    def models(self) -> list[str]:
-        return [self.encoder().identity()]
 
     def query_tokens(self, queries: Queries) -> np.ndarray:
         for qid, text in zip(queries.ids, queries.texts):
@@ -274,15 +256,7 @@ class LateInteraction(Retriever):
 
     def _candidates(self, rankings: Rankings) -> list[np.ndarray]:
         id_map = self.multivectors().docstore.id_map()
-        out = []
-        for ranked in rankings:
-            ids = ranked.doc_ids.tolist()
-            try:
-                out.append(np.fromiter((id_map[d] for d in ids), dtype=np.int64, count=len(ids)))
-            except KeyError as exc:
-                raise UnknownIdError(f"{self.name} cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
-                                     "it is not in the multi-vector index") from None
-        return out
+        return [candidate_numbers(id_map, ranked, self.name, "the multi-vector index")[1] for ranked in rankings]
 
     def _ranked(self, queries: Queries, numbers: list[np.ndarray], scores: list[np.ndarray]) -> Rankings:
         mindex = self.multivectors()
@@ -293,20 +267,31 @@ class LateInteraction(Retriever):
             lists.append((ids[nums[order]], sc[order]))
         return Rankings.from_lists(queries, lists)
 
+    def transform(self, inp: Queries | Rankings) -> Rankings:
+        queries = inp.queries if isinstance(inp, Rankings) else inp
+        if not len(queries):
+            return no_rankings(queries)
+        mindex = self.multivectors()
+        qv = self.query_tokens(queries)
+        threads = self._threads_for(len(queries))
+        if isinstance(inp, Rankings):  # exact MaxSim of the given candidates
+            return self._rescored(queries, mindex, qv, self._candidates(inp), threads)
+        return self._search(queries, mindex, qv, threads)
+
+    def _search(self, queries: Queries, mindex: MultiVectorIndex, qv: np.ndarray, threads: int) -> Rankings:
+        """The top ``k`` of every document for query token vectors ``qv``."""
+        raise NotImplementedError
+
+    def _rescored(self, queries: Queries, mindex: MultiVectorIndex, qv: np.ndarray, numbers: list[np.ndarray],
+                  threads: int) -> Rankings:
+        """Each query's candidates (global numbers) ranked by exact MaxSim, top ``k`` kept."""
+        with blas_threads(threads):
+            scores = rescore(qv, mindex, numbers)
+        return self._ranked(queries, numbers, scores)
+
     def _common_spec(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ("model", "dim", "query_length", "max_length", "batch_size",
                                                     "threads") if getattr(self, key) is not None}
-
-    def with_cutoff(self, k: int):
-        if k >= self.k:
-            return self
-        clone = copy.copy(self)  # shares _state: nothing is encoded again
-        clone.k = k
-        return clone
-
-    def resources(self) -> dict[str, Any]:
-        name = resource_name(self.index, "index")
-        return {name: self.index} if is_memory_name(name) else {}
 
 
 @dataclass(eq=False)
@@ -331,38 +316,12 @@ class MaxSim(LateInteraction):
         self._setup_checks()
         self.multivectors()  # encode (or open the cache) now: the first batch's timing is only search
 
-    @classmethod
-    def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "MaxSim":
-        index = index if index is not None else ctx.get("index")
-        if index is None:
-            raise ConfigError("the maxsim stage needs an index: name one (maxsim(index='sf.idx')) or pass "
-                              "ctx={'index': ...}")
-        return cls(index, **options)
-
-    def transform(self, inp: Queries | Rankings) -> Rankings:
-        queries = inp.queries if isinstance(inp, Rankings) else inp
-        if not len(queries):
-            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
-        mindex = self.multivectors()
-        qv = self.query_tokens(queries)
-        threads = max(1, min(self.threads or default_threads(), len(queries)))
-        if isinstance(inp, Rankings):
-            numbers = self._candidates(inp)
-            with blas_threads(threads):
-                return self._ranked(queries, numbers, rescore(qv, mindex, numbers))
+    def _search(self, queries: Queries, mindex: MultiVectorIndex, qv: np.ndarray, threads: int) -> Rankings:
         docs, scores, counts = search_maxsim(qv, mindex, self.k, threads)
-        k = docs.shape[1]
-        mask = np.arange(k)[None, :] < counts[:, None]
-        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return Rankings(queries, mindex.doc_ids[docs[mask]], scores[mask], offsets)
+        return top_k_rankings(queries, mindex.doc_ids, docs, scores, counts)
 
     def spec(self, resources: bool = True) -> str:
-        params = self._common_spec()
-        if resources:
-            params["index"] = resource_name(self.index, "index")
-        spec = spec_call("maxsim", params)
-        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+        return self._finish_spec(self._common_spec(), resources)
 
 
 __all__ = ["DEFAULT_K", "LateInteraction", "MaxSim", "maxsim_flat", "multivectors_for", "rescore", "search_maxsim"]

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +59,9 @@ from numba import njit
 from retrievo.errors import ConfigError
 from retrievo.index.multivectors import MultiVectorIndex
 from retrievo.index.vectors import VectorIndex
-from retrievo.pipeline import spec_call
-from retrievo.resources import resource_name
-from retrievo.retrieve.dense import default_threads
-from retrievo.retrieve.exact import blas_threads, search_blocks
-from retrievo.retrieve.maxsim import DEFAULT_K, LateInteraction, rescore
+from retrievo.retrieve.exact import search_blocks
+from retrievo.retrieve.first_stage import check_at_least
+from retrievo.retrieve.maxsim import DEFAULT_K, LateInteraction
 from retrievo.types import Queries, Rankings
 
 DEFAULTS = {"k_sim": 1, "d_proj": 256, "reps": 10, "final_dim": 0, "seed": 42, "candidates": 1000}
@@ -227,20 +224,11 @@ class Muvera(LateInteraction):
 
     def __post_init__(self):
         self._setup_checks()
-        if self.candidates < 1:
-            raise ConfigError(f"candidates must be >= 1, got {self.candidates}")
+        check_at_least(1, candidates=self.candidates)
         if self.search not in ("exact", "hnsw"):
             raise ConfigError(f"search must be exact or hnsw, got {self.search!r}")
         FDE(1, self.k_sim, self.d_proj, 1, 0, self.seed)  # parameter checks before any encoding
         self._fdes()
-
-    @classmethod
-    def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "Muvera":
-        index = index if index is not None else ctx.get("index")
-        if index is None:
-            raise ConfigError("the muvera stage needs an index: name one (muvera(index='sf.idx')) or pass "
-                              "ctx={'index': ...}")
-        return cls(index, **options)
 
     def fde(self) -> FDE:
         if "fde" not in self._state:
@@ -279,17 +267,8 @@ class Muvera(LateInteraction):
         return [np.fromiter((id_map[d] for d in fde_ids[docs[i, :counts[i]]]), dtype=np.int64, count=int(counts[i]))
                 for i in range(len(qv))]
 
-    def transform(self, inp: Queries | Rankings) -> Rankings:
-        queries = inp.queries if isinstance(inp, Rankings) else inp
-        if not len(queries):
-            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
-        mindex = self.multivectors()
-        qv = self.query_tokens(queries)
-        threads = max(1, min(self.threads or default_threads(), len(queries)))
-        numbers = self._candidates(inp) if isinstance(inp, Rankings) else self.candidate_numbers(qv, threads)
-        with blas_threads(threads):
-            scores = rescore(qv, mindex, numbers)
-        return self._ranked(queries, numbers, scores)
+    def _search(self, queries: Queries, mindex: MultiVectorIndex, qv: np.ndarray, threads: int) -> Rankings:
+        return self._rescored(queries, mindex, qv, self.candidate_numbers(qv, threads), threads)
 
     def spec(self, resources: bool = True) -> str:
         params = self._common_spec()
@@ -300,10 +279,7 @@ class Muvera(LateInteraction):
             params["search"] = self.search
             if self.ef != 64:
                 params["ef"] = self.ef
-        if resources:
-            params["index"] = resource_name(self.index, "index")
-        spec = spec_call("muvera", params)
-        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
+        return self._finish_spec(params, resources)
 
 
 __all__ = ["DEFAULTS", "FDE", "Muvera", "fdes_for"]

@@ -24,7 +24,6 @@ retrieval gives them.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,16 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from retrievo.errors import ConfigError, ModelMismatchError, UnknownIdError, VocabularyMismatchError
+from retrievo.errors import ConfigError, ModelMismatchError, VocabularyMismatchError
 from retrievo.index.impacts import DEFAULT_SCALE, ImpactIndex
-from retrievo.pipeline import Retriever, charge, spec_call
-from retrievo.resources import is_memory_name, resource_name
-from retrievo.retrieve.dense import _StoreTexts, _live_numbers, cache_root, default_threads, model_key
+from retrievo.pipeline import charge
+from retrievo.retrieve.dense import _StoreTexts, _live_numbers, cache_root, model_key
 from retrievo.retrieve.encoded import content_hashes, plan_sync
+from retrievo.retrieve.first_stage import (DEFAULT_K, EncodingStage, check_at_least, context_index, no_rankings,
+                                           rank_candidates, top_k_rankings)
+from retrievo.retrieve.postings import postings_scorer, stacked_indptr, thread_workspace
 from retrievo.retrieve.topk import Workspace, search_postings
 from retrievo.types import Queries, Rankings
 
-DEFAULT_K = 1000
 #: share of an imported index's terms the query encoder's vocabulary must contain
 MIN_VOCAB_COVERAGE = 0.9
 _MEMORY: dict[tuple[str, str], ImpactIndex] = {}
@@ -173,7 +173,7 @@ def check_vocabulary(index: ImpactIndex, encoder: Any) -> None:
 
 
 @dataclass(eq=False)
-class Splade(Retriever):
+class Splade(EncodingStage):
     """SPLADE retrieval over an impact index (or a lexical index's stored documents,
     encoded once). Takes queries (retrieval) or rankings (scores the candidates only)."""
 
@@ -193,52 +193,35 @@ class Splade(Retriever):
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     name = "splade"
     takes = (Queries, Rankings)
+    encoded_index = ImpactIndex
+    encoder_options = ("query", "query_model", "doc_top_k", "query_top_k", "max_length", "overflow", "batch_size")
 
     def __post_init__(self):
-        from retrievo.index.inverted import InvertedIndex
-
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        check_at_least(1, k=self.k, threads=self.threads)
         if not self.scale > 0:
             raise ConfigError(f"scale must be > 0, got {self.scale}")
         if self.query not in (None, "encoder", "tokens"):
             raise ConfigError(f"query must be encoder or tokens, got {self.query!r}")
         if self.overflow not in (None, "truncate", "error"):
             raise ConfigError(f"overflow must be truncate or error, got {self.overflow!r}")
-        if not isinstance(self.index, InvertedIndex):
-            raise ConfigError(f"splade needs an ImpactIndex or an InvertedIndex with stored documents, "
-                              f"got {type(self.index).__name__}")
+        self._check_index_type()
         self._arrays()  # encode (or open the cache) now, so the first batch's timing is only search
 
     @classmethod
     def from_options(cls, ctx: Mapping[str, Any], index: Any = None, **options: Any) -> "Splade":
-        index = index if index is not None else ctx.get("index")
-        if index is None:
-            raise ConfigError("the splade stage needs an index: name one (splade(index='sf.idx')) or pass "
-                              "ctx={'index': ...}")
-        return cls(index, **options)
+        return cls(context_index(ctx, index, "splade"), **options)
 
     # resources ---------------------------------------------------------------------------
-    def encoder(self):
-        if "encoder" not in self._state:
-            from retrievo.models.splade import load_splade
+    def _load_encoder(self, model: str | None, **options: Any) -> Any:
+        from retrievo.models.splade import load_splade
 
-            options = {k: getattr(self, k) for k in ("query", "query_model", "doc_top_k", "query_top_k",
-                                                     "max_length", "overflow", "batch_size")
-                       if getattr(self, k) is not None}
-            model = self.model
-            if model is None and isinstance(self.index, ImpactIndex) and self.index.model_spec:
-                model = self.index.model_spec
-            self._state["encoder"] = load_splade(model, **options)
-        return self._state["encoder"]
+        return load_splade(model, **options)
 
     def impacts(self) -> ImpactIndex:
         return self._arrays()["impacts"]
 
     def _arrays(self) -> dict[str, Any]:
-        key = (id(self.index), getattr(self.index, "version", 0))
+        key = self._index_key()
         if self._state.get("key") == key:
             return self._state
         encoder = self.encoder()
@@ -248,17 +231,12 @@ class Splade(Retriever):
             impacts = impacts_for(self.index, encoder, self.scale, progress=self.progress)
         check_vocabulary(impacts, encoder)
         segs = impacts.segments
-        v = impacts.vocab_size
-        indptr = np.zeros((max(len(segs), 1), v + 1), dtype=np.int64)
-        docs_parts, imp_parts, base_post = [], [], 0
+        indptr = stacked_indptr(segs, impacts.vocab_size)
+        docs_parts, imp_parts = [], []
         inv_scale = np.float32(1.0 / impacts.scale)
-        for s, (seg, base) in enumerate(zip(segs, impacts.bases[:-1])):
-            ip = np.asarray(seg.indptr)
-            indptr[s, : len(ip)] = ip + base_post
-            indptr[s, len(ip):] = ip[-1] + base_post
+        for seg, base in zip(segs, impacts.bases[:-1]):
             docs_parts.append((np.asarray(seg.docs) + int(base)).astype(np.int32))
             imp_parts.append(np.asarray(seg.tfs).astype(np.float32) * inv_scale)
-            base_post += seg.n_postings
         # encoder column -> index term id (-1: a vocabulary entry no document uses)
         columns = np.full(encoder.vocab_size, -1, dtype=np.int64)
         vocab = impacts.vocab
@@ -273,10 +251,6 @@ class Splade(Retriever):
             columns=columns, live=impacts.live, id_rank=impacts.id_rank, by_rank=impacts.by_rank,
             ids=impacts.doc_ids, n_docs=impacts.total_docs)
         return self._state
-
-    @property
-    def models(self) -> list[str]:
-        return [self.encoder().identity()]
 
     # search --------------------------------------------------------------------------------
     def query_arrays(self, queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -305,17 +279,14 @@ class Splade(Retriever):
         queries = inp
         st = self._arrays()
         if not len(queries):
-            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+            return no_rankings(queries)
         q_ptr, q_terms, q_weights = self.query_arrays(queries)
-        threads = max(1, min(self.threads or default_threads(), len(queries)))
+        threads = self._threads_for(len(queries))
         k = min(self.k, st["n_docs"])
         out_docs, out_scores, counts = search_postings(
             q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"], st["live"], st["id_rank"],
             st["by_rank"], k, self._workspace(threads), threads)
-        mask = np.arange(k)[None, :] < counts[:, None]
-        offsets = np.zeros(len(queries) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return Rankings(queries, st["ids"][out_docs[mask]], out_scores[mask], offsets)
+        return top_k_rankings(queries, st["ids"], out_docs, out_scores, counts)
 
     def _score_candidates(self, rankings: Rankings) -> Rankings:
         """Scores of each query's candidates, summed as the kernel sums them (query terms
@@ -323,51 +294,16 @@ class Splade(Retriever):
         st = self._arrays()
         queries = rankings.queries
         if not len(queries):
-            return Rankings(queries, np.empty(0, object), np.empty(0, np.float32), np.zeros(1, np.int64))
+            return no_rankings(queries)
         q_ptr, q_terms, q_weights = self.query_arrays(queries)
         id_map = st["impacts"]._ids_to_global()
-        indptr, docs, imps = st["indptr"], st["docs"], st["imps"]
-        lists = []
-        for qi, ranked in enumerate(rankings):
-            cand_ids = ranked.doc_ids.tolist()
-            try:
-                cands = np.fromiter((id_map[d] for d in cand_ids), dtype=np.int64, count=len(cand_ids))
-            except KeyError as exc:
-                raise UnknownIdError(f"splade cannot score candidate {exc.args[0]!r} of query {ranked.qid!r}: "
-                                     "it is not in the index") from None
-            acc = np.zeros(len(cands), dtype=np.float64)
-            for j in range(q_ptr[qi], q_ptr[qi + 1]):
-                t, w = q_terms[j], q_weights[j]
-                for s in range(indptr.shape[0]):
-                    a, b = indptr[s, t], indptr[s, t + 1]
-                    if a == b:
-                        continue
-                    seg_docs = docs[a:b]
-                    pos = np.searchsorted(seg_docs, cands)
-                    pos[pos >= len(seg_docs)] = 0
-                    hit = seg_docs[pos] == cands
-                    acc[hit] += (w * imps[a:b][pos[hit]]).astype(np.float64)
-            scores = acc.astype(np.float32)
-            order = np.lexsort((st["id_rank"][cands], -scores))
-            lists.append((ranked.doc_ids[order], scores[order]))
-        return Rankings.from_lists(queries, lists)
+        score = postings_scorer(q_ptr, q_terms, q_weights, st["indptr"], st["docs"], st["imps"])
+        return rank_candidates(rankings, id_map, st["id_rank"], "splade", score)
 
     def _workspace(self, threads: int) -> Workspace:
-        local = self._state.setdefault("local", threading.local())
-        work = getattr(local, "work", None)
-        n_docs = self._state["n_docs"]
-        if work is None or work.n_docs != n_docs or work.threads < threads:
-            work = local.work = Workspace(n_docs, threads)
-        return work
+        return thread_workspace(self._state, threads)
 
     # identity ----------------------------------------------------------------------------
-    def with_cutoff(self, k: int) -> "Splade":
-        if k >= self.k:
-            return self
-        clone = copy.copy(self)  # shares _state: nothing is encoded again
-        clone.k = k
-        return clone
-
     def spec(self, resources: bool = True) -> str:
         params: dict[str, Any] = {}
         for key in ("model", "query", "query_model", "doc_top_k", "query_top_k", "max_length", "overflow",
@@ -376,14 +312,7 @@ class Splade(Retriever):
                 params[key] = getattr(self, key)
         if self.scale != DEFAULT_SCALE:
             params["scale"] = self.scale
-        if resources:
-            params["index"] = resource_name(self.index, "index")
-        spec = spec_call("splade", params)
-        return spec if self.k == DEFAULT_K else f"{spec} % {self.k}"
-
-    def resources(self) -> dict[str, Any]:
-        name = resource_name(self.index, "index")
-        return {name: self.index} if is_memory_name(name) else {}
+        return self._finish_spec(params, resources)
 
 
 __all__ = ["DEFAULT_K", "MIN_VOCAB_COVERAGE", "Splade", "cache_folder", "check_vocabulary", "impacts_for"]
