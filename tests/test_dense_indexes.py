@@ -120,6 +120,13 @@ def test_hnsw_graphs_deterministic_with_deletions(tmp_path):
     # found documents carry their exact inner products, best first
     np.testing.assert_allclose(s, np.einsum("qd,qkd->qk", q, vecs[d]), atol=1e-6)
     assert (np.diff(s, axis=1) <= 0).all()
+    # one query alone (usearch answers it with a different result type) finds what it
+    # finds in the batch
+    for i in (0, 17):
+        d1, s1, c1 = search_hnsw(graphs, q[i:i + 1], a, 10, ef=64)
+        assert c1.tolist() == [10]
+        np.testing.assert_array_equal(d1[0], d[i])
+        np.testing.assert_allclose(s1[0], s[i], atol=1e-6)
     # deleted documents never come back, added ones get a graph of their own part
     top = [ids[i] for i in d[:, 0]]
     a.delete(top)

@@ -94,7 +94,10 @@ def _search_graphs(graphs, queries: np.ndarray, vindex, k: int, ef: int, threads
             graph.expansion_search = int(max(ef, count))
         matches = graph.search(queries, count, threads=threads)
         keys = np.asarray(matches.keys, dtype=np.int64).reshape(n_q, -1)
-        valid = np.arange(keys.shape[1])[None, :] < np.asarray(matches.counts).reshape(n_q, 1)
+        # usearch answers one query with a ``Matches`` (only its found keys, no ``counts``)
+        # and a batch with ``BatchMatches``
+        found_counts = matches.counts if hasattr(matches, "counts") else [keys.shape[1]]
+        valid = np.arange(keys.shape[1])[None, :] < np.asarray(found_counts).reshape(n_q, 1)
         if allowed is not None:
             lo = int(bases[p])
             valid &= allowed[lo:lo + part.n_docs][np.where(valid, keys, 0)]
