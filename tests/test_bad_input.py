@@ -225,3 +225,21 @@ def test_out_of_space_names_the_path_and_says_the_disk_is_full(tmp_path, idx, mo
     monkeypatch.setattr(atomic.HashingWriter, "write", real)
     assert not [p for p in idx.rglob("*") if atomic.TMP_MARK in p.name]
     assert len(open_index(idx)) == len(DOCS)
+
+
+@pytest.mark.parametrize("options", [{"k": None}, {"k": -1}, {"threads": 0}])
+def test_bad_first_stage_numbers_fail_at_construction(idx, options):
+    # a required number left unset is refused when the stage is made, not at its first search
+    with pytest.raises(ConfigError, match=next(iter(options))):
+        BM25(open_index(idx), **options)
+    assert BM25(open_index(idx), threads=None).threads is None  # unset threads: every core
+
+
+def test_check_at_least_names_the_option():
+    from retrievo.retrieve.first_stage import check_at_least
+
+    check_at_least(1, ("threads",), k=3, threads=None)
+    with pytest.raises(ConfigError, match="ef must be an integer >= 1, got None"):
+        check_at_least(1, m=8, ef=None)
+    with pytest.raises(ConfigError, match="rescore must be >= 0, got -2"):
+        check_at_least(0, rescore=-2)

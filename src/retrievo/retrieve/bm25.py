@@ -250,7 +250,7 @@ class BM25(FirstStage):
                               "splade stage")
         self.params = BM25Params(float(self.k1), float(self.b), self.method, self.delta)
         check_at_least(0, k=self.k)
-        check_at_least(1, threads=self.threads)
+        check_at_least(1, ("threads",), threads=self.threads)
         if self.pruning not in PRUNING:
             raise ConfigError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
         if self.filter is not None:

@@ -222,7 +222,7 @@ class Dense(EncodingStage):
     encoder_options = ("dtype", "batch_size")
 
     def __post_init__(self):
-        check_at_least(1, k=self.k, threads=self.threads, batch_size=self.batch_size)
+        check_at_least(1, ("threads", "batch_size"), k=self.k, threads=self.threads, batch_size=self.batch_size)
         if self.codes == "none":
             self.codes = None
         if self.codes is not None and self.codes not in CODES:

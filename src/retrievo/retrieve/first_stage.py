@@ -36,11 +36,16 @@ def default_threads() -> int:
     return max(1, min(n, 64))
 
 
-def check_at_least(low: int, **options: int | None) -> None:
+def check_at_least(low: int, optional: tuple[str, ...] = (), **options: int | None) -> None:
     """A :class:`ConfigError` for the first of ``options`` (name=value, in order) below
-    ``low``; an option left unset (None) passes."""
+    ``low``, or left unset (None) unless its name is in ``optional`` (e.g. ``threads``,
+    where None means "every core")."""
     for name, value in options.items():
-        if value is not None and value < low:
+        if value is None:
+            if name in optional:
+                continue
+            raise ConfigError(f"{name} must be an integer >= {low}, got None")
+        if value < low:
             raise ConfigError(f"{name} must be >= {low}, got {value}")
 
 

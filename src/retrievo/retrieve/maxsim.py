@@ -227,8 +227,8 @@ class LateInteraction(EncodingStage):
     encoder_options = ("dim", "query_length", "max_length", "batch_size")
 
     def _setup_checks(self) -> None:
-        check_at_least(1, k=self.k, threads=self.threads)
-        check_at_least(0, query_length=self.query_length)
+        check_at_least(1, ("threads",), k=self.k, threads=self.threads)
+        check_at_least(0, ("query_length",), query_length=self.query_length)
         self._check_index_type()
 
     @classmethod

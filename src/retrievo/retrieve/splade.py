@@ -197,7 +197,7 @@ class Splade(EncodingStage):
     encoder_options = ("query", "query_model", "doc_top_k", "query_top_k", "max_length", "overflow", "batch_size")
 
     def __post_init__(self):
-        check_at_least(1, k=self.k, threads=self.threads)
+        check_at_least(1, ("threads",), k=self.k, threads=self.threads)
         if not self.scale > 0:
             raise ConfigError(f"scale must be > 0, got {self.scale}")
         if self.query not in (None, "encoder", "tokens"):
