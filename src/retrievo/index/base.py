@@ -265,6 +265,27 @@ def write_tombstones(path: Path, generation: int, unit: str, live: np.ndarray) -
     return name, sha
 
 
+def unit_entry(path: Path, generation: int, folder: str, unit: Any, docs: Any, live: np.ndarray | None,
+               files: list[str], checksums: dict[str, str],
+               extra: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
+    """The manifest entry of one segment or part ``unit`` (in ``folder``) being published:
+    its name, size, content hash and stored documents' part (``docs``), then what ``extra``
+    adds (it returns the further files the unit uses), then its tombstones when ``live``
+    marks deletions, written now. The unit's files are appended to ``files``, the
+    tombstones' sha256 to ``checksums``."""
+    entry: dict[str, Any] = {"name": unit.name, "n_docs": unit.n_docs, "sha256": unit.content_hash(),
+                             "docs": docs.name}
+    files.append(f"{folder}/{unit.name}")
+    if extra is not None:
+        files.extend(extra(entry))
+    if live is not None:
+        name, entry["deletes_sha256"] = write_tombstones(path, generation, unit.name, live)
+        checksums[name] = entry["deletes_sha256"]
+        entry["deletes"] = name
+        files.append(name)
+    return entry
+
+
 def load_tombstones(path: Path, entry: dict[str, Any], n_docs: int) -> np.ndarray:
     """The live bitmap a manifest entry names, checked against its sha256 (when recorded),
     length and dtype (:class:`~retrievo.errors.CorruptIndexError` otherwise)."""
@@ -302,4 +323,4 @@ def create_index_folder(path: Path, write: Callable[[lifecycle.Transaction], Non
         raise
 
 
-__all__ = ["DocumentNumbering", "create_index_folder", "load_tombstones", "write_tombstones"]
+__all__ = ["DocumentNumbering", "create_index_folder", "load_tombstones", "unit_entry", "write_tombstones"]

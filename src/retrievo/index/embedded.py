@@ -28,7 +28,7 @@ from retrievo.errors import ConfigError, CorruptIndexError, DimensionMismatchErr
     ModelMismatchError
 from retrievo.index import lifecycle
 from retrievo.index.atomic import fsync_dir, hash_array
-from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, write_tombstones
+from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, unit_entry
 from retrievo.index.columns import Columns, flatten_meta
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.types import Document
@@ -255,16 +255,8 @@ class EmbeddingIndex(DocumentNumbering):
         checksums: dict[str, str] = {}
         entries = []
         for i, (part, docs, lv) in enumerate(zip(self.parts, self.doc_parts, self.lives)):
-            entry: dict[str, Any] = {"name": part.name, "n_docs": part.n_docs, "sha256": part.content_hash(),
-                                     "docs": docs.name}
-            files.append(f"{self._PARTS_FOLDER}/{part.name}")
-            files.extend(self._record_part(i, entry))
-            if lv is not None:
-                name, entry["deletes_sha256"] = write_tombstones(path, gen, part.name, lv)
-                checksums[name] = entry["deletes_sha256"]
-                entry["deletes"] = name
-                files.append(name)
-            entries.append(entry)
+            entries.append(unit_entry(path, gen, self._PARTS_FOLDER, part, docs, lv, files, checksums,
+                                      lambda entry, i=i: self._record_part(i, entry)))
         fsync_dir(path / "deletes")
         docstore_entry, doc_files = docstore_manifest(self.doc_parts, self.store)
         payload = {"model": self.model, "model_spec": self.model_spec, "dim": self.dim, "store": self.store,

@@ -33,7 +33,7 @@ import numpy as np
 from retrievo.errors import ConfigError, CorruptIndexError
 from retrievo.index import lifecycle
 from retrievo.index.atomic import fsync_dir, hash_array, hash_bytes, write_bytes_atomic
-from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, write_tombstones
+from retrievo.index.base import DocumentNumbering, create_index_folder, load_tombstones, unit_entry
 from retrievo.index.docstore import DOCS_FOLDER, DocPart, docstore_manifest, load_parts, merge_parts
 from retrievo.index.ingest import SegmentBuilder, analysed_batches, default_workers, document_tuples, growing_vocab
 from retrievo.index.segment import Segment, merge_segments, write_merged_segment
@@ -463,19 +463,15 @@ class InvertedIndex(DocumentNumbering):
         files = [vocab_name]
         checksums = {vocab_name: hash_bytes(vocab_bytes)}
         seg_entries = []
+        def field_segments(entry: dict[str, Any], fsegs: list[Segment]) -> list[str]:
+            if not self.fields:
+                return []
+            entry["fields"] = [{"name": f.name, "sha256": f.content_hash()} for f in fsegs]
+            return [f"{SEGMENTS_FOLDER}/{f.name}" for f in fsegs]
+
         for seg, part, lv, fsegs in zip(self.segments, self.doc_parts, self.lives, self._aligned_fields()):
-            entry: dict[str, Any] = {"name": seg.name, "n_docs": seg.n_docs, "sha256": seg.content_hash(),
-                                     "docs": part.name}
-            files.append(f"{SEGMENTS_FOLDER}/{seg.name}")
-            if self.fields:
-                entry["fields"] = [{"name": f.name, "sha256": f.content_hash()} for f in fsegs]
-                files.extend(f"{SEGMENTS_FOLDER}/{f.name}" for f in fsegs)
-            if lv is not None:
-                name, entry["deletes_sha256"] = write_tombstones(path, gen, seg.name, lv)
-                checksums[name] = entry["deletes_sha256"]
-                entry["deletes"] = name
-                files.append(name)
-            seg_entries.append(entry)
+            seg_entries.append(unit_entry(path, gen, SEGMENTS_FOLDER, seg, part, lv, files, checksums,
+                                          lambda entry, fsegs=fsegs: field_segments(entry, fsegs)))
         fsync_dir(path / "deletes")
         docstore_entry, doc_files = docstore_manifest(self.doc_parts, self.store)
         payload = {
