@@ -33,10 +33,9 @@ from retrievo.errors import ConfigError, EmptyTrainingSetError
 from retrievo.train.cross_encoder import DEFAULT_BASE, resolve_base
 from retrievo.train.cross_encoder import _require as _require_training
 from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
-from retrievo.train.manifest import base_model_identity, write_manifest
-from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, pick_device,
-                                prepare_checkpoints, quiet, resumed_step, sequential_batches, time_budget_callback,
-                                use_bf16)
+from retrievo.train.manifest import base_model_identity
+from retrievo.train.run import (Outcome, TrainingConfig, check_tokenizer, pick_device, prepare_checkpoints, quiet,
+                                sequential_batches, time_budget_callback, train_and_record, use_bf16)
 
 DEV_DEPTH = 20
 
@@ -146,7 +145,7 @@ def train_bi_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, spl
     ``out`` with its manifest; resumes from ``out``'s checkpoints like every trainer."""
     _require_training()
     config.check()
-    started, cpu_started = time.monotonic(), time.process_time()
+    started = time.monotonic(), time.process_time()
     out = Path(out)
     plan_neg = NegativePlan.parse(config.negatives)
     data = prepare(data_dir, split, first_stage=config.first_stage, depth=max(plan_neg.depth, DEV_DEPTH),
@@ -160,17 +159,8 @@ def train_bi_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, spl
     dataset, n_examples = training_dataset(data, config)
     model = load_base(config.base, config.max_length, config.seed)
     trainer, budget = _trainer(model, dataset, data, config, out, progress, callbacks)
-    from_step = resumed_step(out) if resume else None
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    best = trainer.state.best_metric
-    model.save(str(out))
-    outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started, budget.stopped,
-                      None if best is None else float(best), best_step(trainer), from_step, n_examples,
-                      time.process_time() - cpu_started)
-    write_manifest(out, plan, {**outcome.as_dict(),
-                               "dev_metric_name": f"nDCG@10 (dev, ranking the top {DEV_DEPTH} by cosine)"})
-    finish(out, keep_checkpoints)
-    return outcome
+    return train_and_record(trainer, budget, out, plan, resume, lambda: model.save(str(out)), n_examples, started,
+                            f"nDCG@10 (dev, ranking the top {DEV_DEPTH} by cosine)", keep_checkpoints)
 
 
 def _trainer(model, dataset, data: Prepared, config: BiEncoderConfig, out: Path, progress: bool, callbacks: tuple):

@@ -40,10 +40,9 @@ from typing import Any
 
 from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraError
 from retrievo.train.data import NegativePlan, Prepared, TrainingList, build_lists, prepare
-from retrievo.train.manifest import base_model_identity, write_manifest
-from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, pick_device,
-                                prepare_checkpoints, quiet, resumed_step, sequential_batches, time_budget_callback,
-                                use_bf16)
+from retrievo.train.manifest import base_model_identity
+from retrievo.train.run import (Outcome, TrainingConfig, check_tokenizer, pick_device, prepare_checkpoints, quiet,
+                                sequential_batches, time_budget_callback, train_and_record, use_bf16)
 
 LOSSES = ("listwise", "pointwise")
 DEFAULT_BASE = "all-MiniLM-L6-v2"
@@ -176,7 +175,7 @@ def train_cross_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     the same plan was interrupted (see :mod:`retrievo.train.run`)."""
     _require()
     config.check()
-    started, cpu_started = time.monotonic(), time.process_time()
+    started = time.monotonic(), time.process_time()
     out = Path(out)
     plan_neg = NegativePlan.parse(config.negatives)
     data = prepare(data_dir, split, first_stage=config.first_stage, depth=max(plan_neg.depth, config.dev_depth),
@@ -191,17 +190,8 @@ def train_cross_encoder(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
         raise EmptyTrainingSetError("the training split gave no training list")
     model = load_base(config.base, config.max_length, config.seed)
     trainer, budget = _trainer(model, dataset, data, config, out, progress, callbacks)
-    from_step = resumed_step(out) if resume else None
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    best = trainer.state.best_metric
-    model.save_pretrained(str(out))
-    outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started, budget.stopped,
-                      None if best is None else float(best), best_step(trainer), from_step, n_lists,
-                      time.process_time() - cpu_started)
-    write_manifest(out, plan, {**outcome.as_dict(), "dev_metric_name": "nDCG@10 (dev, reranking top "
-                                                                      f"{config.dev_depth})"})
-    finish(out, keep_checkpoints)
-    return outcome
+    return train_and_record(trainer, budget, out, plan, resume, lambda: model.save_pretrained(str(out)), n_lists,
+                            started, f"nDCG@10 (dev, reranking top {config.dev_depth})", keep_checkpoints)
 
 
 def _trainer(model, dataset, data: Prepared, config: CrossEncoderConfig, out: Path, progress: bool,

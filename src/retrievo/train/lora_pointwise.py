@@ -34,9 +34,8 @@ from typing import Any
 
 from retrievo.errors import ConfigError, EmptyTrainingSetError, MissingExtraError
 from retrievo.train.data import NegativePlan, Prepared, build_lists, prepare
-from retrievo.train.manifest import write_manifest
-from retrievo.train.run import (Outcome, TrainingConfig, best_step, check_tokenizer, finish, prepare_checkpoints, quiet,
-                                resumed_step, time_budget_callback)
+from retrievo.train.run import (Outcome, TrainingConfig, check_tokenizer, prepare_checkpoints, quiet,
+                                time_budget_callback, train_and_record)
 
 LOSSES = ("listwise", "pointwise")
 
@@ -214,7 +213,7 @@ def train_lora_pointwise(data_dir: str | os.PathLike, out: str | os.PathLike, *,
     _require()
     config.check()
     _PROGRESS["on"] = progress
-    started, cpu_started = time.monotonic(), time.process_time()
+    started = time.monotonic(), time.process_time()
     out = Path(out)
     plan_neg = NegativePlan.parse(config.negatives)
     from retrievo.llm.load import build_llm
@@ -235,19 +234,15 @@ def train_lora_pointwise(data_dir: str | os.PathLike, out: str | os.PathLike, *,
     dataset, n_lists = training_dataset(data, scorer, config)
     model = _peft_model(llm.model, config)
     trainer, budget = _trainer(model, scorer, dataset, data, config, out, progress, callbacks)
-    from_step = resumed_step(out) if resume else None
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    trainer.model.save_pretrained(str(out))
-    (out / ADAPTER_MARKER).write_text(json.dumps({"base_model": base["identity"], "tokenizer": base["tokenizer"],
-                                                  "base_name": config.base}, indent=1), encoding="utf-8")
-    best = trainer.state.best_metric
-    outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started, budget.stopped,
-                      None if best is None else float(best), best_step(trainer), from_step, n_lists,
-                      time.process_time() - cpu_started)
-    write_manifest(out, plan, {**outcome.as_dict(), "dev_metric_name": f"nDCG@10 (first {config.dev_queries} dev "
-                                                                      f"queries, reranking the top {config.dev_depth})"})
-    finish(out, keep_checkpoints)
-    return outcome
+
+    def save() -> None:
+        trainer.model.save_pretrained(str(out))
+        (out / ADAPTER_MARKER).write_text(json.dumps({"base_model": base["identity"], "tokenizer": base["tokenizer"],
+                                                      "base_name": config.base}, indent=1), encoding="utf-8")
+
+    return train_and_record(trainer, budget, out, plan, resume, save, n_lists, started,
+                            f"nDCG@10 (first {config.dev_queries} dev queries, reranking the top {config.dev_depth})",
+                            keep_checkpoints)
 
 
 def _peft_model(model: Any, config: LoraConfig) -> Any:

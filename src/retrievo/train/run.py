@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any
 
 from retrievo.errors import ConfigError, TokenizerMismatchError
 from retrievo.train.data import DEFAULT_NEGATIVES, NegativePlan
-from retrievo.train.manifest import check_same_plan, write_plan
+from retrievo.train.manifest import check_same_plan, write_manifest, write_plan
 
 CHECKPOINTS = "checkpoints"
 
@@ -212,5 +212,25 @@ def best_step(trainer: Any) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def train_and_record(trainer: Any, budget: Any, out: Path, plan: Mapping[str, Any], resume: bool,
+                     save: Callable[[], None], examples: int, started: tuple[float, float], dev_metric_name: str,
+                     keep_checkpoints: bool) -> Outcome:
+    """What every trainer does once its Trainer is built: train (from ``OUT``'s newest
+    checkpoint when ``resume``), ``save()`` the result, write the manifest with the
+    outcome (wall and CPU time since ``started`` = ``(time.monotonic(), time.process_time())``
+    at the run's start, the best dev checkpoint, ``examples`` training lists or pairs),
+    then drop the checkpoints unless ``keep_checkpoints``."""
+    from_step = resumed_step(out) if resume else None
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    save()
+    best = trainer.state.best_metric
+    outcome = Outcome(out, int(trainer.state.global_step), time.monotonic() - started[0], budget.stopped,
+                      None if best is None else float(best), best_step(trainer), from_step, examples,
+                      time.process_time() - started[1])
+    write_manifest(out, plan, {**outcome.as_dict(), "dev_metric_name": dev_metric_name})
+    finish(out, keep_checkpoints)
+    return outcome
+
+
 __all__ = ["CHECKPOINTS", "Outcome", "TrainingConfig", "best_step", "check_tokenizer", "finish", "pick_device",
-           "prepare_checkpoints", "quiet", "resumed_step", "sequential_batches", "time_budget_callback", "use_bf16"]
+           "prepare_checkpoints", "quiet", "resumed_step", "sequential_batches", "time_budget_callback", "train_and_record", "use_bf16"]
