@@ -10,6 +10,7 @@ come from bench/train_scifact.py, not from here.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -437,6 +438,10 @@ def test_cli_train_help_and_typed_failure(tmp_path):
     (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n", encoding="utf-8")
     failed = runner.invoke(app, ["train", "cross-encoder", str(folder), "--out", str(tmp_path / "out"), "--json"])
     assert failed.exit_code == 2 and "nothing to train on" in failed.output
+    for kind in ("cross-encoder", "bi-encoder", "lora-pointwise"):  # options reach each kind's configuration
+        refused = runner.invoke(app, ["train", kind, str(folder), "--out", str(tmp_path / kind), "--batch-size", "0"])
+        assert refused.exit_code == 2 and re.search(r"batch_size must be >= [12], got 0", refused.output), refused.output
+        assert not (tmp_path / kind).exists()  # refused before anything is written
 
 
 def test_cli_trains_a_cross_encoder(tiny_beir, tiny_bert, tmp_path):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -50,6 +51,20 @@ def _config(cls: type, values: dict[str, Any]) -> Any:
 def _fail(exc: BaseException) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _train(what: str, trainer: str, cls: type, values: dict[str, Any]) -> None:
+    """Run ``trainer`` (``module:function``) on a command's parameters ``values``, the
+    configuration ``cls`` made from them, and report the outcome (or fail with the error)."""
+    module, _, name = trainer.partition(":")
+    try:
+        train = getattr(importlib.import_module(module), name)
+        outcome = train(values["data_dir"], values["out"], split=values["split"], config=_config(cls, values),
+                        index=values["index"], restart=values["restart"],
+                        keep_checkpoints=values["keep_checkpoints"], progress=not values["as_json"])
+        _report(outcome, values["as_json"], what)
+    except (RetrievoError, OSError) as exc:
+        _fail(exc)
 
 
 def _report(outcome, as_json: bool, what: str) -> None:
@@ -110,15 +125,7 @@ def cross_encoder_cmd(
 ) -> None:
     """Train a cross-encoder reranker; use it as `bm25 % 100 >> cross_encoder(model=OUT, max_length=N)` with the
     --max-length it was trained with."""
-    values = dict(locals())
-    try:
-        from retrievo.train.cross_encoder import train_cross_encoder
-
-        outcome = train_cross_encoder(data_dir, out, split=split, config=_config(CE, values), index=index,
-                                      restart=restart, keep_checkpoints=keep_checkpoints, progress=not as_json)
-        _report(outcome, as_json, "cross-encoder")
-    except (RetrievoError, OSError) as exc:
-        _fail(exc)
+    _train("cross-encoder", "retrievo.train.cross_encoder:train_cross_encoder", CE, dict(locals()))
 
 
 @train_app.command("bi-encoder")
@@ -150,15 +157,8 @@ def bi_encoder_cmd(
     as_json: AsJson = False,
 ) -> None:
     """Fine-tune a bi-encoder (contrastive, in-batch + mined hard negatives); use it as `dense(model=OUT)`."""
-    values = {**locals(), "teacher": None if teacher is None else str(teacher)}
-    try:
-        from retrievo.train.bi_encoder import train_bi_encoder
-
-        outcome = train_bi_encoder(data_dir, out, split=split, config=_config(BI, values), index=index,
-                                   restart=restart, keep_checkpoints=keep_checkpoints, progress=not as_json)
-        _report(outcome, as_json, "bi-encoder")
-    except (RetrievoError, OSError) as exc:
-        _fail(exc)
+    _train("bi-encoder", "retrievo.train.bi_encoder:train_bi_encoder", BI,
+           {**locals(), "teacher": None if teacher is None else str(teacher)})
 
 
 @train_app.command("lora-pointwise")
@@ -199,15 +199,8 @@ def lora_pointwise_cmd(
 ) -> None:
     """Fine-tune the pointwise yes/no LLM reranker with LoRA (peft, fp32 on CPU); the adapter loads beside its
     base model."""
-    values = {**locals(), "lists": lists or None}
-    try:
-        from retrievo.train.lora_pointwise import train_lora_pointwise
-
-        outcome = train_lora_pointwise(data_dir, out, split=split, config=_config(LORA, values), index=index,
-                                       restart=restart, keep_checkpoints=keep_checkpoints, progress=not as_json)
-        _report(outcome, as_json, "LoRA pointwise adapter")
-    except (RetrievoError, OSError) as exc:
-        _fail(exc)
+    _train("LoRA pointwise adapter", "retrievo.train.lora_pointwise:train_lora_pointwise", LORA,
+           {**locals(), "lists": lists or None})
 
 
 def register(app: typer.Typer) -> None:
