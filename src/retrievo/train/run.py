@@ -233,4 +233,5 @@ def train_and_record(trainer: Any, budget: Any, out: Path, plan: Mapping[str, An
 
 
 __all__ = ["CHECKPOINTS", "Outcome", "TrainingConfig", "best_step", "check_tokenizer", "finish", "pick_device",
-           "prepare_checkpoints", "quiet", "resumed_step", "sequential_batches", "time_budget_callback", "train_and_record", "use_bf16"]
+           "prepare_checkpoints", "quiet", "resumed_step", "sequential_batches", "time_budget_callback",
+           "train_and_record", "use_bf16"]
