@@ -52,7 +52,6 @@ from retrievo.registry import BM25_METHODS
 from retrievo.retrieve import prune
 from retrievo.retrieve.first_stage import (DEFAULT_K, FirstStage, check_at_least, context_index, rank_candidates,
                                            top_k_rankings)
-from retrievo.retrieve.first_stage import default_threads  # noqa: F401 - importable from here, as before
 from retrievo.retrieve.postings import postings_scorer, stacked_indptr, thread_workspace
 from retrievo.retrieve.prune import RangeTable, RangeWorkspace, prunable, range_table, search_ranges
 from retrievo.retrieve.topk import Workspace, search_postings

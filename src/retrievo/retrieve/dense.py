@@ -58,7 +58,6 @@ from retrievo.retrieve.encoded import content_hashes, plan_sync
 from retrievo.retrieve.exact import score_numbers, search_blocks
 from retrievo.retrieve.first_stage import (DEFAULT_K, EncodingStage, check_at_least, context_index, no_rankings,
                                            rank_candidates, top_k_rankings)
-from retrievo.retrieve.first_stage import default_threads  # noqa: F401 - importable from here, as before
 from retrievo.retrieve.quantized import CODES, search_codes
 from retrievo.types import Queries, Rankings
 
