@@ -28,6 +28,7 @@ from retrievo.text import (
     java_lower,
     load_stopwords,
     porter_stem,
+    porter_stem_many,
     tokenize,
     tokenize_with_offsets,
 )
@@ -303,6 +304,16 @@ def test_corpus_english_vs_lucene(corpus_texts, lucene_corpora, name):
 
 
 @pytest.mark.parametrize("name", CORPORA)
+def test_corpus_analyze_many_vs_lucene(corpus_texts, lucene_corpora, name):
+    """The batch path indexing uses: texts in batches of 500, a cold cache, Lucene's terms."""
+    texts, ref = corpus_texts[name], lucene_corpora[name]["english"]
+    a = Analyzer()
+    got = [terms for lo in range(0, len(texts), 500) for terms in a.analyze_many(texts[lo:lo + 500])]
+    bad = [i for i, (g, r) in enumerate(zip(got, ref)) if g != r]
+    assert len(got) == len(texts) and not bad, f"{name}: {len(bad)} texts differ from Lucene, first {bad[:5]}"
+
+
+@pytest.mark.parametrize("name", CORPORA)
 def test_corpus_standard_vs_lucene(corpus_texts, lucene_corpora, name):
     texts = corpus_texts[name]
     bad = _mismatches(get_analyzer("standard"), texts, lucene_corpora[name]["standard"])
@@ -336,6 +347,20 @@ def test_porter_vs_lucene_on_corpus_vocabulary(corpus_texts):
     ref = lucene_ref.porter(words)
     bad = [(w, r, porter_stem(w)) for w, r in zip(words, ref) if porter_stem(w) != r]
     assert not bad, f"{len(bad)} of {len(words)} words stem differently, e.g. {bad[:10]}"
+    # the batch kernel the analyzer indexes with, in one call and in shuffled chunks
+    assert porter_stem_many(words) == ref
+    order = list(range(len(words)))
+    rnd.shuffle(order)
+    for lo in range(0, len(order), 7919):
+        chunk = order[lo:lo + 7919]
+        assert porter_stem_many([words[i] for i in chunk]) == [ref[i] for i in chunk]
+
+
+def test_porter_stem_many_edges():
+    words = ["", "a", "ab", "abs", "\U00010428s", "x\U00010428ies", "caresses", "ponies", "running"]
+    assert porter_stem_many(words) == [porter_stem(w) for w in words]
+    assert porter_stem_many(words) == ["", "a", "ab", "ab", "\U00010428", "x\U00010428i", "caress", "poni", "run"]
+    assert porter_stem_many([]) == []
 
 
 def test_porter_known_words():
@@ -463,6 +488,23 @@ def test_cache_is_bounded():
         a(" ".join(f"w{i}x{j}" for j in range(10)))
         assert a.cache_size <= 60
     assert a("w1x1 w1x2") == ["w1x1", "w1x2"]
+
+
+def test_analyze_many_equals_one_by_one_with_a_small_cache():
+    class Small(Analyzer):
+        CACHE_LIMIT = 50
+
+    texts = [" ".join(f"W{i}x{j}'s Running THE cells Cell's" for j in range(12)) for i in range(30)]
+    for config in ({}, {"stemmer": "snowball:english"}, {"stemmer": "none", "lowercase": False},
+                   {"stopwords": ["cells"], "possessive": False}):
+        one = Analyzer(**config)
+        expected = [one(t) for t in texts]
+        small = Small(**config)
+        assert small.analyze_many(texts) == expected
+        assert small.analyze_many(texts[:3]) == expected[:3]  # over the limit: cleared, refilled
+        assert [small(t) for t in texts] == expected
+        assert small.analyze_many([]) == []
+        assert small.analyze_many(["", "   "]) == [[], []]
 
 
 def test_normalize_token():

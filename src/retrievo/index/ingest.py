@@ -97,13 +97,17 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
     metas: list[dict[str, Any]] = []
     field_flat: list[list[int]] = [[] for _ in fields]
     field_lengths = [np.empty(len(docs), dtype=np.int64) for _ in fields]
+    # the batch's texts go through the analyzer together: its new words are stemmed in one call
+    analysed = analyzer.analyze_many(indexed_text(title, text) for _, title, text, _ in docs)
+    field_terms = [analyzer.analyze_many(field_text(name, title, text, meta) for _, title, text, meta in docs)
+                   for name in fields]
     for i, (_, title, text, meta) in enumerate(docs):
         metas.append(flatten_meta(meta))
-        for j, name in enumerate(fields):
-            fterms = analyzer(field_text(name, title, text, meta))
+        for j in range(len(fields)):
+            fterms = field_terms[j][i]
             field_flat[j].extend(map(lookup, fterms))
             field_lengths[j][i] = len(fterms)
-        terms = analyzer(indexed_text(title, text))
+        terms = analysed[i]
         flat.extend(map(lookup, terms))
         lengths[i] = len(terms)
         if store:

@@ -22,6 +22,7 @@ from .analyzer import (
 )
 from .porter import PorterStemmer
 from .porter import stem as porter_stem
+from .porter import stem_many as porter_stem_many
 from .stopwords import LUCENE_ENGLISH, load_stopwords
 from .tokenizer import (
     DEFAULT_MAX_TOKEN_LENGTH,
@@ -45,6 +46,7 @@ __all__ = [
     "java_lower",
     "load_stopwords",
     "porter_stem",
+    "porter_stem_many",
     "tokenize",
     "tokenize_with_offsets",
 ]

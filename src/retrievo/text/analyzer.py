@@ -23,7 +23,11 @@ is the chain::
 Every stage but tokenization works on one token at a time, so the analyzer
 keeps a cache ``raw token -> final term``, and one ``normalised word -> stem``
 so that case and possessive variants of a word are stemmed once.  Each cache
-is cleared when it passes ``CACHE_LIMIT`` entries.
+is cleared when it passes ``CACHE_LIMIT`` entries.  Tokens missing from the
+cache are normalised together and their words stemmed in one call to the
+stemmer (:meth:`Analyzer.analyze_many` does this for a whole batch of texts,
+which is how indexing runs: one compiled Porter call per batch instead of a
+Python call per new word).
 
 An analyzer is immutable; :meth:`Analyzer.config` returns a JSON-serialisable
 dict from which :meth:`Analyzer.from_config` rebuilds an equal analyzer
@@ -32,12 +36,13 @@ dict from which :meth:`Analyzer.from_config` rebuilds an equal analyzer
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from retrievo.errors import AnalyzerConfigError
 
-from .porter import stem as porter_stem
+from .porter import stem_many as porter_stem_many
 from .stopwords import LUCENE_ENGLISH
 from .tokenizer import DEFAULT_MAX_TOKEN_LENGTH, iter_token_spans, java_lower, tokenize
 
@@ -111,15 +116,26 @@ def _normalize_stopwords(stopwords: Any) -> Union[str, Tuple[str, ...]]:
     return words if words else "none"
 
 
-def _make_stemmer(name: str) -> Optional[Callable[[str], str]]:
+def _make_stemmer(name: str) -> Optional[Callable[[List[str]], List[str]]]:
+    """A function stemming a list of words (None: no stemming)."""
     if name == "none":
         return None
     if name == "porter":
-        return porter_stem
+        return porter_stem_many
     import Stemmer
 
     # our own cache already memoises per token
-    return Stemmer.Stemmer(name[len("snowball:"):], 0).stemWord
+    return Stemmer.Stemmer(name[len("snowball:"):], 0).stemWords
+
+
+def _lower_all(words: List[str]) -> List[str]:
+    """:func:`java_lower` of each word; ASCII batches in one ``str.lower`` call."""
+    if not words:
+        return []
+    joined = "\x00".join(words)
+    if joined.isascii() and joined.count("\x00") == len(words) - 1:
+        return joined.lower().split("\x00")
+    return [java_lower(w) for w in words]
 
 
 def _rebuild(config: Mapping[str, Any]) -> "Analyzer":
@@ -142,7 +158,7 @@ class Analyzer:
         "_stemmer",
         "_max_token_length",
         "_stopset",
-        "_stem",
+        "_stem_many",
         "_cache",
         "_stems",
         "_key",
@@ -176,7 +192,7 @@ class Analyzer:
         s(self, "_stemmer", st)
         s(self, "_max_token_length", max_token_length)
         s(self, "_stopset", LUCENE_ENGLISH if sw == "lucene" else frozenset(() if sw == "none" else sw))
-        s(self, "_stem", _make_stemmer(st))
+        s(self, "_stem_many", _make_stemmer(st))
         s(self, "_cache", {})
         s(self, "_stems", {})
         s(self, "_key", json.dumps(self.config(), sort_keys=True, ensure_ascii=False))
@@ -283,27 +299,48 @@ class Analyzer:
         return term or None
 
     def _fill(self, token: str) -> str:
-        cache = self._cache
-        if len(cache) >= self.CACHE_LIMIT:
-            cache.clear()
-        t = token
-        if self._possessive and len(t) >= 2 and t[-1] in "sS" and t[-2] in _POSSESSIVE_QUOTES:
-            t = t[:-2]
+        if len(self._cache) >= self.CACHE_LIMIT:
+            self._cache.clear()
+        self._fill_many((token,))
+        return self._cache[token]
+
+    def _fill_many(self, tokens: Iterable[str]) -> None:
+        """Cache the final terms of raw ``tokens`` (none cached yet): possessive, lower
+        case and stop words per token, then every word the stem cache lacks in one call
+        to the stemmer; "" marks a stop word."""
+        raw = list(tokens)
+        words = raw
+        if self._possessive:
+            quotes = _POSSESSIVE_QUOTES
+            words = [t[:-2] if len(t) >= 2 and t[-1] in "sS" and t[-2] in quotes else t for t in words]
         if self._lowercase:
-            t = java_lower(t)
-        if t in self._stopset:
-            t = ""
-        elif self._stem is not None:
+            words = _lower_all(words)
+        stop = self._stopset
+        if self._stem_many is None:
+            terms = ["" if w in stop else w for w in words]
+        else:
             # stems are cached per normalised word too: "Cell", "CELL" and "cell's" stem once
             stems = self._stems
-            stemmed = stems.get(t)
-            if stemmed is None:
-                if len(stems) >= self.CACHE_LIMIT:
+            new = {w for w in words if w not in stems and w not in stop}
+            if new:
+                if len(stems) + len(new) > self.CACHE_LIMIT:
                     stems.clear()
-                stemmed = stems[t] = self._stem(t)
-            t = stemmed
-        cache[token] = t  # "" marks a stop word
-        return t
+                    new = {w for w in words if w not in stop}
+                todo = list(new)
+                stems.update(zip(todo, self._stem_many(todo)))
+            terms = ["" if w in stop else stems[w] for w in words]
+        self._cache.update(zip(raw, terms))
+
+    def _ensure(self, tokens: Iterable[str]) -> None:
+        """Make every raw token of ``tokens`` a key of the cache."""
+        cache = self._cache
+        wanted = set(tokens)
+        missing = wanted.difference(cache)
+        if missing:
+            if len(cache) + len(missing) > self.CACHE_LIMIT:
+                cache.clear()
+                missing = wanted
+            self._fill_many(missing)
 
     def tokenize(self, text: str) -> List[str]:
         """Raw tokens (Lucene StandardTokenizer), before any filter."""
@@ -312,18 +349,21 @@ class Analyzer:
     def __call__(self, text: str) -> List[str]:
         """Terms of ``text`` in order, stop words removed."""
         tokens = tokenize(text, self._max_token_length)
-        cache = self._cache
+        get = self._cache.__getitem__
         try:
-            return [t for t in map(cache.__getitem__, tokens) if t]
+            return list(filter(None, map(get, tokens)))
         except KeyError:
-            pass
-        if len(cache) + len(tokens) > self.CACHE_LIMIT:
-            cache.clear()
-        fill = self._fill
-        for tok in tokens:
-            if tok not in cache:
-                fill(tok)
-        return [t for t in map(cache.__getitem__, tokens) if t]
+            self._ensure(tokens)
+        return list(filter(None, map(get, tokens)))
+
+    def analyze_many(self, texts: Iterable[str]) -> List[List[str]]:
+        """``[self(text) for text in texts]``, with the batch's new tokens normalised and
+        stemmed together (what indexing uses)."""
+        limit = self._max_token_length
+        token_lists = [tokenize(text, limit) for text in texts]
+        self._ensure(itertools.chain.from_iterable(token_lists))
+        get = self._cache.__getitem__
+        return [list(filter(None, map(get, tokens))) for tokens in token_lists]
 
     analyze = __call__
 
