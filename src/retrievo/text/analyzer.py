@@ -135,7 +135,7 @@ def _lower_all(words: List[str]) -> List[str]:
     joined = "\x00".join(words)
     if joined.isascii() and joined.count("\x00") == len(words) - 1:
         return joined.lower().split("\x00")
-    return [java_lower(w) for w in words]
+    return [w.lower() if w.isascii() else java_lower(w) for w in words]
 
 
 def _rebuild(config: Mapping[str, Any]) -> "Analyzer":
