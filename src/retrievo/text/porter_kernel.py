@@ -86,32 +86,18 @@ def _cons(b, i):
 
 @njit(cache=True, nogil=True)
 def _m(b, j):
-    """Number of vowel-consonant sequences in ``b[0..j]``."""
+    """Number of vowel-consonant sequences in ``b[0..j]`` (Lucene's ``m()``): the
+    vowel-to-consonant transitions."""
     n = 0
-    i = 0
-    while True:
-        if i > j:
-            return n
-        if not _cons(b, i):
-            break
-        i += 1
-    i += 1
-    while True:
-        while True:
-            if i > j:
-                return n
-            if _cons(b, i):
-                break
-            i += 1
-        i += 1
-        n += 1
-        while True:
-            if i > j:
-                return n
-            if not _cons(b, i):
-                break
-            i += 1
-        i += 1
+    if j < 0:
+        return 0
+    prev = _cons(b, 0)
+    for i in range(1, j + 1):
+        c = _cons(b, i)
+        if c and not prev:
+            n += 1
+        prev = c
+    return n
 
 
 @njit(cache=True, nogil=True)
