@@ -1,9 +1,9 @@
 """Compiled kernel of :mod:`retrievo.text.porter` (Lucene's ``PorterStemmer``).
 
 Kept apart so that importing the analyzer does not import numba: this module loads on the
-first word that needs the rule machinery. The functions follow Lucene's class line by
-line on UTF-16 code units (``uint16`` arrays); :func:`stem_all` stems a batch of words
-laid back to back.
+first word that needs the rule machinery. The functions follow Lucene's class step by
+step, with its rule order and its quirks (listed in :mod:`retrievo.text.porter`), on UTF-16
+code units (``uint16`` arrays); :func:`stem_all` stems a batch of words laid back to back.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _n(word: str, after: int = 0) -> int:
     return _WORDS.index(word, after)
 
 
-_R = 56  # replacements start here
+_R = _WORDS.index("i")  # replacements start here (56)
 # step 2 (Lucene step3): (suffix, replacement) ids grouped by the penultimate letter
 _S3 = {"a": (("ational", "ate"), ("tional", "tion")), "c": (("enci", "ence"), ("anci", "ance")),
        "e": (("izer", "ize"),),
