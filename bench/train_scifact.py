@@ -10,9 +10,13 @@ and ``train_minutes``; with several seeds ``ndcg@10`` is the mean and
 ``ndcg@10_per_seed`` / ``ndcg@10_std`` give the spread):
 
 ``bm25``                 BM25 (Lucene defaults) top 100, self-hits removed.
-``cross_encoder``        BM25 top 100 >> the cross-encoder ``retrievo train cross-encoder``
+``cross_encoder``        BM25 top d >> the cross-encoder ``retrievo train cross-encoder``
                          makes from all-MiniLM-L6-v2 (ListNet, negatives top20:3,top100:2,
-                         random:2, one epoch), pure reranking, ``max_length=256`` as trained.
+                         random:2, one epoch), pure reranking, ``max_length=256`` as trained;
+                         the depth d (``--pure-depths``, default 10, 20, 30, 50, 100) is the
+                         best on the dev split carved from *train* (ties to the deeper), per
+                         seed (``depths``); ``ndcg@10_depth100`` is the fixed depth 100 when a
+                         run scores it.
 ``cross_encoder_fused``  the same candidates, scored ``w * z(cross-encoder) + (1 - w) *
                          z(BM25)`` with per-query z-scores; ``w`` (grid 0, 0.05, ..., 1) is
                          the best on the dev split the trainer carved from *train*, never on test.
@@ -82,6 +86,23 @@ def zscore_fuse(first, second, weight: float):
     return Rankings.from_lists(first.queries, lists)
 
 
+def rerank_top(first, second, depth: int):
+    """Per query: the ``depth`` best of ``first``, ordered by their ``second`` scores (ties keep
+    ``first``'s order) -- ``first % depth >> second`` from scores ``second`` holds for a deeper cut."""
+    import numpy as np
+
+    from retrievo.types import Rankings
+
+    lists = []
+    for a, b in zip(first, second):
+        sb = dict(zip(b.doc_ids.tolist(), b.scores.tolist()))
+        ids = a.doc_ids.tolist()[:depth]
+        scores = np.array([sb[d] for d in ids], dtype=np.float64)
+        order = np.lexsort((np.arange(len(ids)), -scores))
+        lists.append(([ids[i] for i in order], scores[order]))
+    return Rankings.from_lists(first.queries, lists)
+
+
 def summarise(values: list[float], runs: list[tuple[float, float]], extra: dict | None = None) -> dict:
     """Mean (and spread over seeds) of nDCG@10; wall and CPU minutes of the training runs."""
     row = {"ndcg@10": round(statistics.fmean(values), 4),
@@ -145,33 +166,55 @@ class Bench:
         from retrievo.train.cross_encoder import CrossEncoderConfig, train_cross_encoder
         from retrievo.train.manifest import read_manifest
 
-        pure, fused, minutes, weights = [], [], [], []
+        pure, fused, minutes, weights, depths, pure_full = [], [], [], [], [], []
+        grid_depths = sorted({int(d) for d in self.args.pure_depths.split(",") if d.strip()})
         for seed in seeds:
             config = CrossEncoderConfig(seed=seed, minutes=self.args.minutes)
             log(f"cross-encoder, seed {seed}: training ...")
             folder, took = self.trained(self.models / f"cross-encoder-seed{seed}", lambda out: train_cross_encoder(
                 self.args.data_dir, out, config=config, index=self.index, restart=True, progress=self.args.progress))
             stage = self.parse(f"cross_encoder(model='{folder}', max_length={config.max_length}, batch_size=64)")
+            # Dev (carved from train, never test) picks the fusion weight and the pure reranking depth.
+            manifest = read_manifest(folder)
+            dev_q, dev_qrels = self.dev_split(manifest)
+            need = max(grid_depths) if len(grid_depths) > 1 else 0
             if self.args.fusion_weight is None:
-                manifest = read_manifest(folder)
-                dev_q, dev_qrels = self.dev_split(manifest)
-                bm25_dev = self.parse(f"bm25 % {self.args.dev_depth}")(dev_q)
-                ce_dev = stage(bm25_dev)
+                need = max(need, self.args.dev_depth)
+            bm25_dev = self.parse(f"bm25 % {need}")(dev_q) if need else None
+            ce_dev = stage(bm25_dev) if need else None
+            if self.args.fusion_weight is None:
                 grid = [round(0.05 * i, 2) for i in range(21)]
-                on_dev = {w: ndcg(zscore_fuse(bm25_dev, ce_dev, w), dev_qrels) for w in grid}
+                top = bm25_dev.cut(self.args.dev_depth)
+                on_dev = {w: ndcg(zscore_fuse(top, ce_dev, w), dev_qrels) for w in grid}
                 w = max(grid, key=lambda g: (on_dev[g], -abs(g - 0.5)))
                 log(f"  dev nDCG@10 by weight: {on_dev}; chosen w={w}")
             else:
                 w = self.args.fusion_weight
                 log(f"  fusion weight {w} as given (--fusion-weight)")
-            ce_test = stage(self.bm25_test)
-            pure.append(ndcg(ce_test, self.test_qrels))
-            fused.append(ndcg(zscore_fuse(self.bm25_test, ce_test, w), self.test_qrels))
+            if len(grid_depths) > 1:
+                by_depth = {d: ndcg(rerank_top(bm25_dev, ce_dev, d), dev_qrels) for d in grid_depths}
+                depth = max(grid_depths, key=lambda d: (by_depth[d], d))
+                log(f"  dev nDCG@10 by reranking depth: {by_depth}; chosen depth={depth}")
+            else:
+                depth = grid_depths[0]
+            test_depth = depth if self.args.no_fused else max(depth, self.args.depth)
+            ce_test = stage(self.bm25_test.cut(test_depth))
+            pure.append(ndcg(rerank_top(self.bm25_test, ce_test, depth), self.test_qrels))
+            if test_depth >= self.args.depth:
+                pure_full.append(ndcg(rerank_top(self.bm25_test, ce_test, self.args.depth), self.test_qrels))
+            if not self.args.no_fused:
+                fused.append(ndcg(zscore_fuse(self.bm25_test, ce_test, w), self.test_qrels))
             minutes.append(took)
             weights.append(w)
-            log(f"  seed {seed}: pure {pure[-1]}, fused {fused[-1]} (w={w}), {took[0]:.1f} min")
-        return {"cross_encoder": summarise(pure, minutes),
-                "cross_encoder_fused": summarise(fused, minutes, {"weights": weights})}
+            depths.append(depth)
+            log(f"  seed {seed}: pure {pure[-1]} (depth {depth}), fused {fused[-1] if fused else '-'} (w={w}), "
+                f"{took[0]:.1f} min")
+        rows = {"cross_encoder": summarise(pure, minutes, {"depths": depths})}
+        if pure_full and len(pure_full) == len(pure) and depths != [self.args.depth] * len(depths):
+            rows["cross_encoder"][f"ndcg@10_depth{self.args.depth}"] = round(statistics.fmean(pure_full), 4)
+        if fused:
+            rows["cross_encoder_fused"] = summarise(fused, minutes, {"weights": weights})
+        return rows
 
     # ------------------------------------------------------------------ bi-encoder
     def dense(self, seeds: list[int]) -> dict:
@@ -239,6 +282,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="1", help="comma-separated training seeds (default 1)")
     ap.add_argument("--only", default="", help="comma-separated kinds: cross_encoder,dense,lora (default: all)")
     ap.add_argument("--depth", type=int, default=100, help="BM25 candidates the cross-encoder reranks (default 100)")
+    ap.add_argument("--pure-depths", default="10,20,30,50,100", help="reranking depths the pure cross-encoder "
+                    "row chooses from on dev (the best dev nDCG@10, ties to the deeper; one value: no choice; "
+                    "default 10,20,30,50,100)")
+    ap.add_argument("--no-fused", action="store_true", help="skip the fused row (scores only the chosen depth)")
     ap.add_argument("--dev-depth", type=int, default=30, help="BM25 candidates of the dev queries the fusion "
                     "weight is chosen on (default 30)")
     ap.add_argument("--lora-depth", type=int, default=10, help="BM25 candidates the pointwise LLM reranks "
@@ -267,6 +314,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    depths = [int(d) for d in args.pure_depths.split(",") if d.strip()]
+    if not depths or min(depths) < 1 or max(depths) > args.depth:
+        ap.error(f"--pure-depths needs values in 1..--depth ({args.depth}), got {args.pure_depths!r}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     kinds = [k for k in (args.only.split(",") if args.only else KINDS) if k]
     unknown = sorted(set(kinds) - set(KINDS))
