@@ -361,6 +361,10 @@ def test_porter_stem_many_edges():
     assert porter_stem_many(words) == [porter_stem(w) for w in words]
     assert porter_stem_many(words) == ["", "a", "ab", "ab", "\U00010428", "x\U00010428i", "caress", "poni", "run"]
     assert porter_stem_many([]) == []
+    with pytest.raises(TypeError, match="stem_many takes strings, got int"):
+        porter_stem_many(["ok", 1])
+    with pytest.raises(TypeError, match="analyze_many takes strings, got NoneType"):
+        Analyzer().analyze_many(["ok", None])
 
 
 def test_porter_known_words():

@@ -360,7 +360,11 @@ class Analyzer:
         """``[self(text) for text in texts]``, with the batch's new tokens normalised and
         stemmed together (what indexing uses)."""
         limit = self._max_token_length
-        token_lists = [tokenize(text, limit) for text in texts]
+        token_lists = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"analyze_many takes strings, got {type(text).__name__}")
+            token_lists.append(tokenize(text, limit))
         self._ensure(itertools.chain.from_iterable(token_lists))
         get = self._cache.__getitem__
         return [list(filter(None, map(get, tokens))) for tokens in token_lists]

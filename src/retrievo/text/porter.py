@@ -58,7 +58,11 @@ def stem_many(words: Sequence[str]) -> list[str]:
     """:func:`stem` of every word, in one compiled call."""
     if not words:
         return []
-    joined = "".join(words)
+    try:
+        joined = "".join(words)
+    except TypeError:
+        bad = next(w for w in words if not isinstance(w, str))
+        raise TypeError(f"stem_many takes strings, got {type(bad).__name__}") from None
     units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
     bmp = len(units) == len(joined)
     if bmp:
