@@ -46,6 +46,11 @@ children's unique memory) is that task's own. Per size and system:
                         --repeat samples of >= 0.5 s; retrievo with its default
                         ``pruning="auto"``
   qps_k10_exhaustive    retrievo, ``pruning="off"`` (the pruned results are checked equal)
+  qps_k10_numpy_backend, qps_k1000_numpy_backend
+                        bm25s only: the same bm25s index queried through bm25s's default
+                        backend (``bm25s.BM25()``: scipy/numpy scoring, "scipy sparse, one
+                        core"); ``qps_k10``/``qps_k1000`` of bm25s use its numba backend,
+                        the faster of the two
   merge_*               retrievo: an index built as 8 segments (``merge=False``), then merged
                         in a fresh process: peak RSS of that process against the index size
 
@@ -343,6 +348,13 @@ def work_bm25s(args) -> dict:
         rates, cpu = best_rate(lambda: search(k), len(texts), args.repeat)
         out[name], out[name + "_all"], out[name + "_cpu"] = max(rates), rates, max(cpu)
         log(f"[bm25s] {name}: {', '.join(f'{r:.0f}' for r in rates)} q/s, {max(cpu):.0f} per CPU s")
+    # the same index through bm25s's default backend (scipy/numpy scoring, numpy top-k):
+    # what `bm25s.BM25()` gives a user who does not ask for numba
+    retriever.backend = "numpy"
+    for name, k in (("qps_k10_numpy_backend", 10), ("qps_k1000_numpy_backend", 1000)):
+        rates, cpu = best_rate(lambda: search(k), len(texts), args.repeat)
+        out[name], out[name + "_all"], out[name + "_cpu"] = max(rates), rates, max(cpu)
+        log(f"[bm25s] {name}: {', '.join(f'{r:.0f}' for r in rates)} q/s, {max(cpu):.0f} per CPU s")
     out["bm25s_version"] = bm25s.__version__
     del np
     return out
@@ -445,7 +457,8 @@ def run_size(n: int, corpus: Path, args) -> dict[str, dict]:
 def markdown(results: dict, command: str) -> str:
     cols = ("index_s", "index_cpu_s", "index_s_2w", "peak_rss_mb", "index_mb", "qps_k10", "qps_k10_cpu",
             "qps_k10_exhaustive", "qps_k10_exhaustive_cpu", "qps_k1000", "qps_k1000_cpu", "merge_peak_rss_mb",
-            "merge_index_mb")
+            "merge_index_mb", "qps_k10_numpy_backend", "qps_k10_numpy_backend_cpu", "qps_k1000_numpy_backend",
+            "qps_k1000_numpy_backend_cpu")
     lines = [f"`{command}`", "", "| docs | system | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for n, systems in results.items():
         if not n.isdigit():
@@ -476,11 +489,14 @@ def plot(results: dict, path: Path, command: str) -> None:
     sizes = sorted(int(n) for n in results if n.isdigit())
     fig, axes = plt.subplots(2, 3, figsize=(12, 7))
     for ax, (key, title) in zip(axes.flat, PLOTTED):
-        for system in ("retrievo", "bm25s"):
-            pts = [(n, results[str(n)][system].get(key)) for n in sizes if system in results[str(n)]]
+        lines = [("retrievo", key, "retrievo"), ("bm25s", key, "bm25s (numba backend)")]
+        if key in ("qps_k10_cpu", "qps_k1000_cpu"):
+            lines.append(("bm25s", key.replace("_cpu", "_numpy_backend_cpu"), "bm25s (default numpy backend)"))
+        for system, field, label in lines:
+            pts = [(n, results[str(n)][system].get(field)) for n in sizes if system in results[str(n)]]
             pts = [(n, v) for n, v in pts if v]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=system)
+                ax.plot(*zip(*pts), marker="o", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(title)
