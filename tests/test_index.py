@@ -280,3 +280,37 @@ def test_failed_first_build_leaves_nothing_behind(tmp_path, pydoc_docs):
     assert len(idx) == 120 and idx.path == target
     (tmp_path / "empty").mkdir()  # an empty folder made for the index is fine too
     assert len(InvertedIndex.build(pydoc_docs[:10], tmp_path / "empty")) == 10
+
+
+def test_analyse_batch_maps_the_whole_batch_like_one_document_at_a_time(shared_data):
+    """Indexing maps a batch's terms to ids in one pass (stop words as a dropped id 0):
+    same vocabulary in first-seen order, same ids, same lengths as analysing each document
+    on its own, with and without fields (BM25F's per-document path)."""
+    import itertools
+    from collections import defaultdict
+
+    from retrievo.data import BeirDataset
+    from retrievo.index.ingest import analyse_batch, indexed_text
+    from retrievo.text import get_analyzer
+
+    analyzer = get_analyzer()
+    docs = [(d.doc_id, d.title, d.text, None) for d in itertools.islice(
+        BeirDataset(shared_data / "scifact").iter_documents(), 1200)]
+    docs[5:5] = [("empty", "", "", None), ("stops", "The", "and of the", None)]
+    for lo in range(0, len(docs), 500):
+        batch = docs[lo:lo + 500]
+        local: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+        ids, lengths = [], []
+        for _, title, text, _ in batch:
+            terms = analyzer(indexed_text(title, text))
+            ids.extend(local[t] for t in terms)
+            lengths.append(len(terms))
+        got = analyse_batch(analyzer, batch, False)
+        assert got.terms == list(local)
+        assert got.term_ids.dtype == np.int32 and got.term_ids.tolist() == ids
+        assert got.lengths.dtype == np.int64 and got.lengths.tolist() == lengths
+        with_fields = analyse_batch(analyzer, batch, False, ("title",))
+        assert with_fields.term_ids.tolist() == [with_fields.terms.index(t) for t in
+                                                 (got.terms[i] for i in ids)]
+        assert with_fields.lengths.tolist() == lengths
+    assert analyse_batch(analyzer, [], False).term_ids.tolist() == []

@@ -365,6 +365,8 @@ def test_porter_stem_many_edges():
         porter_stem_many(["ok", 1])
     with pytest.raises(TypeError, match="analyze_many takes strings, got NoneType"):
         Analyzer().analyze_many(["ok", None])
+    with pytest.raises(TypeError, match="analyze_flat takes strings, got bytes"):
+        Analyzer().analyze_flat(["ok", b"no"])
 
 
 def test_porter_known_words():
@@ -509,6 +511,11 @@ def test_analyze_many_equals_one_by_one_with_a_small_cache():
         assert [small(t) for t in texts] == expected
         assert small.analyze_many([]) == []
         assert small.analyze_many(["", "   "]) == [[], []]
+        # the flat form indexing uses: every token's term ("" when removed), tokens per text
+        flat, counts = Small(**config).analyze_flat(texts + ["", "the of"])
+        assert counts == [len(one.tokenize(t)) for t in texts] + [0, 2]
+        per_text = [flat[sum(counts[:i]):sum(counts[:i + 1])] for i in range(len(counts))]
+        assert [[t for t in terms if t] for terms in per_text] == expected + [[], one("the of")]
 
 
 def test_normalize_token():

@@ -356,18 +356,32 @@ class Analyzer:
             self._ensure(tokens)
         return list(filter(None, map(get, tokens)))
 
-    def analyze_many(self, texts: Iterable[str]) -> List[List[str]]:
-        """``[self(text) for text in texts]``, with the batch's new tokens normalised and
-        stemmed together (what indexing uses)."""
+    def _batch_tokens(self, texts: Iterable[str], caller: str) -> List[List[str]]:
+        """Raw tokens of each text, every one of them made a key of the cache (the
+        batch's new words normalised and stemmed together)."""
         limit = self._max_token_length
         token_lists = []
         for text in texts:
             if not isinstance(text, str):
-                raise TypeError(f"analyze_many takes strings, got {type(text).__name__}")
+                raise TypeError(f"{caller} takes strings, got {type(text).__name__}")
             token_lists.append(tokenize(text, limit))
         self._ensure(itertools.chain.from_iterable(token_lists))
+        return token_lists
+
+    def analyze_many(self, texts: Iterable[str]) -> List[List[str]]:
+        """``[self(text) for text in texts]``, with the batch's new tokens normalised and
+        stemmed together."""
+        token_lists = self._batch_tokens(texts, "analyze_many")
         get = self._cache.__getitem__
         return [list(filter(None, map(get, tokens))) for tokens in token_lists]
+
+    def analyze_flat(self, texts: Iterable[str]) -> Tuple[List[str], List[int]]:
+        """The terms of all ``texts`` in one list, a removed token (stop word) kept as
+        ``""``, and each text's number of tokens: :meth:`analyze_many` without a list per
+        text, for indexing, which maps the whole batch to term ids in one pass."""
+        token_lists = self._batch_tokens(texts, "analyze_flat")
+        get = self._cache.__getitem__
+        return list(map(get, itertools.chain.from_iterable(token_lists))), list(map(len, token_lists))
 
     analyze = __call__
 
