@@ -344,17 +344,15 @@ def work_bm25s(args) -> dict:
         q = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
         return retriever.retrieve(q, k=k, n_threads=1, show_progress=False)
 
-    for name, k in (("qps_k10", 10), ("qps_k1000", 1000)):
-        rates, cpu = best_rate(lambda: search(k), len(texts), args.repeat)
-        out[name], out[name + "_all"], out[name + "_cpu"] = max(rates), rates, max(cpu)
-        log(f"[bm25s] {name}: {', '.join(f'{r:.0f}' for r in rates)} q/s, {max(cpu):.0f} per CPU s")
-    # the same index through bm25s's default backend (scipy/numpy scoring, numpy top-k):
-    # what `bm25s.BM25()` gives a user who does not ask for numba
-    retriever.backend = "numpy"
-    for name, k in (("qps_k10_numpy_backend", 10), ("qps_k1000_numpy_backend", 1000)):
-        rates, cpu = best_rate(lambda: search(k), len(texts), args.repeat)
-        out[name], out[name + "_all"], out[name + "_cpu"] = max(rates), rates, max(cpu)
-        log(f"[bm25s] {name}: {', '.join(f'{r:.0f}' for r in rates)} q/s, {max(cpu):.0f} per CPU s")
+    # numba first, then the same index through bm25s's default backend (scipy/numpy
+    # scoring, numpy top-k): what `bm25s.BM25()` gives a user who does not ask for numba
+    for backend, suffix in (("numba", ""), ("numpy", "_numpy_backend")):
+        retriever.backend = backend
+        for k in (10, 1000):
+            name = f"qps_k{k}{suffix}"
+            rates, cpu = best_rate(lambda: search(k), len(texts), args.repeat)
+            out[name], out[name + "_all"], out[name + "_cpu"] = max(rates), rates, max(cpu)
+            log(f"[bm25s] {name}: {', '.join(f'{r:.0f}' for r in rates)} q/s, {max(cpu):.0f} per CPU s")
     out["bm25s_version"] = bm25s.__version__
     del np
     return out

@@ -91,22 +91,29 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
         analyzer = _analyzer(analyzer)
     local: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     lookup = local.__getitem__
-    flat: list[int] = []
-    lengths = np.empty(len(docs), dtype=np.int64)
-    stored: list[bytes] = []
-    metas: list[dict[str, Any]] = []
     field_flat: list[list[int]] = [[] for _ in fields]
     field_lengths = [np.empty(len(docs), dtype=np.int64) for _ in fields]
     # the batch's texts go through the analyzer together: its new words are stemmed in one call
     texts = (indexed_text(title, text) for _, title, text, _ in docs)
-    term_ids = None
     if fields:
+        # per document, each field's terms before the document's own: the ids' first-seen order
         analysed = analyzer.analyze_many(texts)
         field_terms = [analyzer.analyze_many(field_text(name, title, text, meta) for _, title, text, meta in docs)
                        for name in fields]
+        flat: list[int] = []
+        lengths = np.empty(len(docs), dtype=np.int64)
+        for i, terms in enumerate(analysed):
+            for j in range(len(fields)):
+                fterms = field_terms[j][i]
+                field_flat[j].extend(map(lookup, fterms))
+                field_lengths[j][i] = len(fterms)
+            flat.extend(map(lookup, terms))
+            lengths[i] = len(terms)
+        term_ids = np.array(flat, dtype=np.int32)
+        vocab = list(local)
     else:
         # the whole batch in one list (stop words as ""), mapped to local ids in one pass
-        # with "" as id 0, which is then dropped: no list per document
+        # with "" as id 0 (local is still empty), which is then dropped: no list per document
         all_terms, counts = analyzer.analyze_flat(texts)
         lookup("")
         ids = np.fromiter(map(lookup, all_terms), dtype=np.int32, count=len(all_terms))
@@ -117,26 +124,16 @@ def analyse_batch(analyzer: Analyzer | dict[str, Any], docs: list[DocTuple], sto
         np.cumsum(counts, out=ends[1:])
         lengths = kept[ends[1:]] - kept[ends[:-1]]
         term_ids = ids[keep] - 1
-    for i, (_, title, text, meta) in enumerate(docs):
+        vocab = list(local)[1:]  # without the stop-word marker ""
+    stored: list[bytes] = []
+    metas: list[dict[str, Any]] = []
+    for _, title, text, meta in docs:
         metas.append(flatten_meta(meta))
-        if fields:
-            for j in range(len(fields)):
-                fterms = field_terms[j][i]
-                field_flat[j].extend(map(lookup, fterms))
-                field_lengths[j][i] = len(fterms)
-            terms = analysed[i]
-            flat.extend(map(lookup, terms))
-            lengths[i] = len(terms)
         if store:
             rec: dict[str, Any] = {"title": title, "text": text}
             if meta:
                 rec["meta"] = dict(meta)
             stored.append(_dumps(rec) + b"\n")
-    vocab = list(local)
-    if term_ids is None:
-        term_ids = np.array(flat, dtype=np.int32)
-    else:
-        vocab = vocab[1:]  # without the stop-word marker ""
     return AnalysedBatch(
         [d[0] for d in docs], vocab, term_ids, lengths,
         b"".join(stored) if store else None,
