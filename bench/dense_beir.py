@@ -37,6 +37,12 @@ Measured
   hybrid     the registered ``hybrid`` stage with its defaults (chosen on SciFact train).
   recall@10_vs_exact   (HNSW) share of the exact top 10 that HNSW returns.
 
+reference  on SciFact and Cranfield (test), the exact row is compared with the published
+           sentence-transformers reference of ``../shared/README.md`` (all-MiniLM-L6-v2,
+           exact cosine): ``reference`` in the exact row, and ``matches_reference`` when
+           nDCG@10 is within 0.003 and R@100 within 0.01 of it. The test suite checks the
+           same model on a slice (``tests/test_dense.py``); this is the full-corpus check.
+
 ``--json`` prints one object keyed by ``encode``, ``exact``, ``hnsw``, ``int8``,
 ``binary_rescore``, ``bigranular``, ``hybrid``, ``faiss_flat``; everything else to stderr.
 """
@@ -312,6 +318,7 @@ def run(args) -> dict:
             results[name]["ram_mb"] = round(ram["ram_mb"], 2)
             results[name]["_peak_mb"] = round(ram["peak_mb"], 2)
             log(f"{name} RAM: {ram['ram_mb']:.2f} MB resident after the searches, peak {ram['peak_mb']:.2f} MB")
+    check_reference(results["exact"], args.data_dir, args.split)
     results["_float_file_mb"] = round(sum(p.vectors.nbytes for p in vindex.parts) / 2**20, 2)
     results["_specs"] = {n: t.format(t=1, k=args.k) for n, t in METHODS.items()}
     results["_hybrid_spec"] = parse("hybrid", {"index": lex}).spec(resources=False)
@@ -325,6 +332,20 @@ def machine() -> str:
         model = platform.processor()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} cores, load {os.getloadavg()[0]:.2f}, Python {platform.python_version()}"
+
+
+# sentence-transformers all-MiniLM-L6-v2 + exact cosine, BEIR convention (../shared/README.md)
+REFERENCE = {("scifact", "test"): {"ndcg@10": 0.6451, "r@100": 0.925},
+             ("cranfield", "test"): {"ndcg@10": 0.3817, "r@100": 0.7737}}
+
+
+def check_reference(exact: dict, data_dir: str, split: str) -> None:
+    """Add the published reference of this dataset (if any) and whether ``exact`` meets it."""
+    ref = REFERENCE.get((os.path.basename(os.path.normpath(data_dir)).lower(), split))
+    if ref is not None:
+        exact["reference"] = ref
+        exact["matches_reference"] = bool(abs(exact["ndcg@10"] - ref["ndcg@10"]) <= 0.003
+                                          and abs(exact["r@100"] - ref["r@100"]) <= 0.01)
 
 
 def markdown(res: dict, args, command: str, info: str) -> str:
@@ -347,6 +368,10 @@ def markdown(res: dict, args, command: str, info: str) -> str:
         extra = f" (recall@10 vs exact {r['recall@10_vs_exact']})" if name == "hnsw" else ""
         lines.append(f"| {name}{extra} | `{specs[name]}` | {r['ndcg@10']:.4f} | {r['r@100']:.4f} | {r['qps']:.0f} | "
                      f"{r['qps_2t']:.0f} | {r['ram_mb']:.2f} | {r['_peak_mb']:.2f} |")
+    ex = res["exact"]
+    if "reference" in ex:
+        lines += ["", f"Reference (sentence-transformers, ../shared/README.md): nDCG@10 {ex['reference']['ndcg@10']}, "
+                  f"R@100 {ex['reference']['r@100']}; exact {'matches' if ex['matches_reference'] else 'DIFFERS'}"]
     lines += ["", f"Command: `{command}`"]
     return "\n".join(lines)
 
