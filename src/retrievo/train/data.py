@@ -259,7 +259,7 @@ def _random(rng: np.random.Generator, all_ids: Sequence[str], taken: set[str], c
 
 def passages(index: Any, doc_ids: Sequence[str]) -> dict[str, str]:
     """``{doc id: "title: text"}`` from the index's document store, as rerankers read them."""
-    from retrievo.rerank.base import passage_text
+    from retrievo.llm.prompts import passage_text
 
     ids = list(dict.fromkeys(doc_ids))
     out: dict[str, str] = {}

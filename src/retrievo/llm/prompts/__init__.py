@@ -33,6 +33,15 @@ from retrievo.llm.base import Prompt
 FOLDER = Path(__file__).parent
 
 
+def passage_text(title: str, text: str) -> str:
+    """How a document reads in a prompt (a reranker's or a reader's): ``title: text``, or
+    just one of them."""
+    title, text = (title or "").strip(), (text or "").strip()
+    if title and text:
+        return f"{title}: {text}"
+    return title or text
+
+
 def _fields(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
@@ -108,4 +117,4 @@ def load_template(name_or_path: "str | Path | PromptTemplate", required: set[str
     return template
 
 
-__all__ = ["PromptTemplate", "bundled", "load_template"]
+__all__ = ["PromptTemplate", "bundled", "load_template", "passage_text"]
