@@ -169,20 +169,35 @@ def test_dense_stage_options(tmp_path):
     assert kinds == ["hnsw-m8-efc128", "binary"]  # stored with the cached vectors, for the next process
 
 
-@pytest.mark.slow
-def test_scifact_codes_bigranular_and_hnsw(shared_data):
-    """SciFact test with the cached all-MiniLM-L6-v2 vectors: binary codes + rescoring and
-    the bi-granular mode keep >= 97% / 99% of exact nDCG@10; HNSW recall@10 vs exact >= 0.98."""
+@pytest.fixture(scope="module")
+def scifact_slice(shared_data):
+    """SciFact test on a slice of its corpus: every judged document of the 300 test queries
+    and the first 300 of the corpus (566 documents), in memory. Encoding all 5,183 documents
+    takes minutes on a laptop, so the full-corpus figures (exact nDCG@10 0.6451 against the
+    sentence-transformers reference, binary / bi-granular / HNSW at 0.6451, hybrid 0.7320)
+    come from ``bench/dense_beir.py`` (BENCHMARKS.md); the same promises are checked here on
+    the slice."""
     pytest.importorskip("torch")
     from retrievo.data.beir import BeirDataset
-    from retrievo.evaluate.metrics import evaluate
     from retrievo.index import InvertedIndex
+
+    data = BeirDataset(shared_data / "scifact")
+    queries, qrels = data.queries("test"), data.qrels("test")
+    judged = set(qrels.doc_ids.tolist())
+    docs = [d for i, d in enumerate(data.iter_documents()) if i < 300 or d.doc_id in judged]
+    assert 550 <= len(docs) < 600
+    return InvertedIndex.build(docs), queries, qrels
+
+
+@pytest.mark.slow
+def test_scifact_codes_bigranular_and_hnsw(scifact_slice):
+    """all-MiniLM-L6-v2 vectors on the SciFact slice: binary codes + rescoring and the
+    bi-granular mode keep >= 97% / 99% of exact nDCG@10; HNSW recall@10 vs exact >= 0.98."""
+    from retrievo.evaluate.metrics import evaluate
     from retrievo.pipeline import parse
     from retrievo.types import Queries
 
-    data = BeirDataset(shared_data / "scifact")
-    lex = InvertedIndex.build(data.iter_documents())  # in memory: vectors come from $RETRIEVO_CACHE_DIR
-    queries, qrels = data.queries("test"), data.qrels("test")
+    lex, queries, qrels = scifact_slice
     exact_stage = parse("dense % 100", {"index": lex})
     vectors = exact_stage.query_vectors(queries)
     model = exact_stage.encoder().identity()
@@ -193,7 +208,7 @@ def test_scifact_codes_bigranular_and_hnsw(shared_data):
 
     exact = exact_stage(carried)
     base = ndcg(exact)
-    assert abs(base - 0.6451) <= 0.003
+    assert base > 0.7  # every judged document is in the slice, among ~300 distractors
     binary = parse("dense(codes=binary, k=100, rescore=10)", {"index": lex})
     assert ndcg(binary(carried)) >= 0.97 * base
     assert binary._state["codes"][0].nbytes * 16 <= binary._vectors().parts[0].vectors.nbytes
@@ -218,19 +233,19 @@ def test_hybrid_expands_to_its_documented_fusion():
 
 
 @pytest.mark.slow
-def test_scifact_hybrid_beats_both_branches(shared_data):
-    """The train-chosen defaults, on test: above BM25 (0.6789) and dense (0.6451)."""
-    pytest.importorskip("torch")
-    from retrievo.data.beir import BeirDataset
+def test_scifact_hybrid_beats_both_branches(scifact_slice):
+    """The train-chosen defaults on the SciFact slice: above BM25 and dense alone (on the full
+    corpus: 0.7320 against 0.6789 and 0.6451, ``bench/dense_beir.py``)."""
     from retrievo.evaluate.metrics import evaluate
-    from retrievo.index import InvertedIndex
     from retrievo.pipeline import parse
 
-    data = BeirDataset(shared_data / "scifact")
-    lex = InvertedIndex.build(data.iter_documents())
-    queries, qrels = data.queries("test"), data.qrels("test")
-    score = evaluate(parse("hybrid", {"index": lex})(queries).drop_self_hits(), qrels, ["nDCG@10"])["nDCG@10"]
-    assert score > 0.6789 + 0.03 and abs(score - 0.7320) <= 0.003, score
+    lex, queries, qrels = scifact_slice
+
+    def ndcg(spec):
+        return evaluate(parse(spec, {"index": lex})(queries).drop_self_hits(), qrels, ["nDCG@10"])["nDCG@10"]
+
+    hybrid, bm25, dense = ndcg("hybrid"), ndcg("bm25 % 1000"), ndcg("dense % 1000")
+    assert hybrid > max(bm25, dense) + 0.01, (hybrid, bm25, dense)
 
 
 def test_vector_parts_with_a_plain_digest_still_verify(tmp_path):
