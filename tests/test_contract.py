@@ -74,7 +74,7 @@ CONTRACT_SPECS.update({
     "iter_retgen": f"iter_retgen(bm25 % 2, rounds=1, {_READ})",
     "self_ask": f"self_ask(bm25 % 2, max_hops=1, {_READ})",
     "rear": f"rear(scorer=pointwise(max_passage_tokens=16), {_READ})",
-    "utility": "utility(samples=2, window=3, max_passage_tokens=16)",
+    "utility": "utility(samples=2, window=3, max_passage_tokens=16, max_tokens=4)",
     "hyde": "hyde(max_tokens=4)", "query2doc": "query2doc(max_tokens=4)", "think": "think(max_tokens=4)",
 })
 

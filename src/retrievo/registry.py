@@ -604,6 +604,8 @@ BUILTIN: tuple[StageEntry, ...] = (
          Option("window", "int", 10, "top candidates judged (the rest are dropped)", min=1),
          Option("min_votes", "float", 0.5, "share of judgments that must select a passage", min=0, max=1),
          Option("max_passage_tokens", "int", 96, "tokens each passage is truncated to", min=1),
+         Option("max_tokens", "int", 24, "tokens generated per judgment at most (the list of useful passages)",
+                min=1),
          Option("seed", "int", 0, "seed of the sampled orders", min=0),
          Option("on_error", "choice", "raise", "an LLM error: raise it, or keep every passage",
                 choices=("raise", "keep"))),

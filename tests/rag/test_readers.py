@@ -369,6 +369,19 @@ def test_utility_votes_over_sampled_orders(index):
     assert parse_selection("[2], 3 and [9]", 4) == ([2, 3], 1)
 
 
+def test_utility_generation_budget_reaches_the_model(index):
+    llm = scripted("[1]")
+    budgets = []
+    generate = llm._generate
+    llm._generate = lambda prompts, params, top: (budgets.append(params.max_tokens), generate(prompts, params, top))[1]
+    with_llm(UtilityFilter(index=index, samples=2, max_tokens=5), llm)(rankings(["d0", "d1"]))
+    assert budgets and set(budgets) == {5}
+    with_llm(UtilityFilter(index=index, samples=1), llm)(rankings(["d0"]))
+    assert budgets[-1] == 24  # the default: room for a list of passage numbers
+    with pytest.raises(ConfigError):
+        UtilityFilter(index=index, max_tokens=0)
+
+
 def test_utility_that_selects_nothing_leaves_the_reader_its_empty_policy(index):
     llm = scripted(lambda p: "none" if "useful" in p else "Paris")
     pipe = UtilityFilter(index=index, samples=2) >> Read(index=index, on_empty="closed_book")

@@ -12,7 +12,7 @@ placed between a retriever and a reader (``bm25 % 10 >> utility >> read``). When
 is kept the reader's empty-context policy applies (abstain, or closed-book).
 
 A reply of ``none`` selects nothing; numbers naming no shown passage are dropped (counted
-as ``invalid_selections``). Cost: ``samples`` LLM calls per query.
+as ``invalid_selections``). Cost: ``samples`` LLM calls per query, each generating at most ``max_tokens`` (24) tokens.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class UtilityFilter(LLMStageMixin, Reranker):
     window: int = 10
     min_votes: float = 0.5
     max_passage_tokens: int = 96
+    max_tokens: int = 24
     seed: int = 0
     on_error: str = "raise"
     _state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -66,7 +67,7 @@ class UtilityFilter(LLMStageMixin, Reranker):
 
     def __post_init__(self):
         for opt, value in (("samples", self.samples), ("window", self.window),
-                           ("max_passage_tokens", self.max_passage_tokens)):
+                           ("max_passage_tokens", self.max_passage_tokens), ("max_tokens", self.max_tokens)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"utility: {opt} must be a whole number >= 1, got {value!r}")
         if not 0 < float(self.min_votes) <= 1:
@@ -104,7 +105,8 @@ class UtilityFilter(LLMStageMixin, Reranker):
         from retrievo.llm.base import GenerationParams
 
         try:
-            replies = [c.text for c in self.llm.generate(prompts, GenerationParams(max_tokens=24, stop=("\n\n",)))]
+            params = GenerationParams(max_tokens=int(self.max_tokens), stop=("\n\n",))
+            replies = [c.text for c in self.llm.generate(prompts, params)]
         except LLMError:
             if self.on_error == "raise":
                 raise
