@@ -12,7 +12,8 @@ placed between a retriever and a reader (``bm25 % 10 >> utility >> read``). When
 is kept the reader's empty-context policy applies (abstain, or closed-book).
 
 A reply of ``none`` selects nothing; numbers naming no shown passage are dropped (counted
-as ``invalid_selections``). Cost: ``samples`` LLM calls per query, each generating at most ``max_tokens`` (24) tokens.
+as ``invalid_selections``). Cost: ``samples`` LLM calls per query, each generating at most
+``max_tokens`` (24) tokens.
 """
 
 from __future__ import annotations
