@@ -143,6 +143,15 @@ def main(argv=None) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
+    try:
+        blocks = [int(b) for b in args.block_docs.split(",") if b.strip()]
+    except ValueError:
+        p.error(f"--block-docs takes whole numbers separated by commas, got {args.block_docs!r}")
+    if not blocks or min(blocks) < 1:
+        p.error(f"--block-docs: every block size must be >= 1, got {args.block_docs!r}")
+    for name in ("docs", "step", "k"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
 
     from retrievo.retrieve import BM25
     from retrievo.types import Queries
@@ -150,10 +159,11 @@ def main(argv=None) -> None:
     index = open_or_build(args)
     bm = BM25(index, k=args.k, threads=1)
     st = bm._arrays()
+    if args.k > st["n_docs"]:
+        p.error(f"--k {args.k} exceeds the index's {st['n_docs']} documents")
     ids, texts = bm25_scale.load_queries(Path(args.data))
     chosen = list(range(0, len(texts), args.step))
     queries = Queries([ids[i] for i in chosen], [texts[i] for i in chosen])
-    blocks = [int(b) for b in args.block_docs.split(",") if b]
     rows = []
     for qi, lists in enumerate(query_lists(bm, st, queries)):
         rows.append(oracle(lists, st["n_docs"], args.k, blocks))

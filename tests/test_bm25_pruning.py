@@ -193,21 +193,36 @@ def test_every_document_touched_by_every_term():
     assert len(set(ranked.doc_ids.tolist())) == 40 and not ranked.scores.any()
 
 
+def _oracle_bench():
+    """bench/bm25_pruning_oracle.py as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bm25_pruning_oracle.py"
+    spec = importlib.util.spec_from_file_location("bm25_pruning_oracle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_pruning_oracle_bench_runs(shared_data, scifact_index, tmp_path, capsys):
     """bench/bm25_pruning_oracle.py (the ceilings quoted in BENCHMARKS.md) on SciFact's index
     with 15 of the benchmark's queries: every fraction of postings lies in (0, 1]."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     scifact_index.save(tmp_path / "sf.idx")
-    path = Path(__file__).resolve().parents[1] / "bench" / "bm25_pruning_oracle.py"
-    spec = importlib.util.spec_from_file_location("bm25_pruning_oracle", path)
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
+    oracle = _oracle_bench()
     oracle.main(["--index", str(tmp_path / "sf.idx"), "--data", str(shared_data), "--step", "60", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["queries"] == 15 and out["docs"] == 5183
     assert set(out["methods"]) == {"global", "block 32", "block 128", "block 32 +maxima", "block 128 +maxima"}
     for m in out["methods"].values():
         assert 0 < m["median"] <= 1 and 0 < m["weighted"] <= 1
+
+
+def test_pruning_oracle_bench_refuses_bad_options(capsys):
+    oracle = _oracle_bench()
+    for bad in (["--block-docs", "0"], ["--block-docs", "32,x"], ["--step", "0"], ["--k", "0"]):
+        with pytest.raises(SystemExit) as err:
+            oracle.main(bad)
+        assert err.value.code == 2 and "error:" in capsys.readouterr().err, bad
